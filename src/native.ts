@@ -1,0 +1,58 @@
+// The typed boundary of the native addon (native/ublk_native.c). Everything the C side exports is
+// declared here, and nothing else in the project loads the addon directly.
+import { createRequire } from "node:module";
+
+export interface NativeRing {
+  /** Opaque handle passed back to the ring functions. */
+  readonly handle: object;
+  readonly fd: number;
+  readonly sqEntries: number;
+  readonly cqEntries: number;
+  readonly sqeSize: 64 | 128;
+  readonly cqeSize: 16 | 32;
+  /** IORING_FEAT_* bits the kernel reported. */
+  readonly features: number;
+  /** The mmapped SQE array (sqEntries * sqeSize bytes). */
+  readonly sqes: ArrayBuffer;
+  /** The mmapped CQE array (cqEntries * cqeSize bytes). */
+  readonly cqes: ArrayBuffer;
+  /** Control block, see CTL_* in ring.ts. */
+  readonly ctl: ArrayBuffer;
+}
+
+export interface NativeAddon {
+  ringSetup(entries: number, flags: number, cqEntries: number): NativeRing;
+  /** Publishes SQ tail / CQ head, enters the kernel if there is work, refreshes the control block. */
+  ringEnter(handle: object, toSubmit: number, minComplete: number, flags: number): number;
+  ringPoll(handle: object, onCompletion: () => void): void;
+  ringUnpoll(handle: object): void;
+  ringClose(handle: object): void;
+  /** Page-aligned anonymous memory, freed when the ArrayBuffer is collected. */
+  allocBuffer(size: number): ArrayBuffer;
+  bufferAddress(buffer: ArrayBuffer | ArrayBufferView): number;
+  mmapFile(fd: number, offset: number, length: number, writable: boolean): ArrayBuffer;
+  munmapBuffer(buffer: ArrayBuffer): void;
+  gettid(): number;
+  setAffinity(cpus: readonly number[]): number;
+  getAffinity(): number[];
+  setIoFlusher(): number;
+  readonly pageSize: number;
+}
+
+const require = createRequire(import.meta.url);
+
+function load(): NativeAddon {
+  const candidates = ["../../build/Release/ublk_native.node", "../../build/Debug/ublk_native.node"];
+  let firstError: unknown;
+  for (const path of candidates) {
+    try {
+      return require(path) as NativeAddon;
+    } catch (err) {
+      firstError ??= err;
+    }
+  }
+  const reason = firstError instanceof Error ? firstError.message.split("\n")[0] : String(firstError);
+  throw new Error(`ublk-ts native addon is not built (${reason}); run 'npm ci' or 'npx node-gyp rebuild'`);
+}
+
+export const native: NativeAddon = load();

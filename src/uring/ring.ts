@@ -1,0 +1,233 @@
+// A ublk-agnostic io_uring: SQEs are filled and CQEs read in place through typed-array views of the
+// kernel's mapped rings; the only native call per batch is enter(). User data is a 32-bit number
+// (the high half of the 64-bit field is written as zero and ignored on completion).
+import { native } from "../native.js";
+import * as C from "./constants.js";
+
+// Control block words (native/ublk_native.c): JS owns SQ_TAIL and CQ_HEAD.
+const CTL_SQ_TAIL = 0;
+const CTL_SQ_HEAD = 1;
+const CTL_CQ_HEAD = 2;
+const CTL_CQ_TAIL = 3;
+
+export interface RingOptions {
+  /** SQ entries (rounded up to a power of two by the kernel). */
+  entries: number;
+  /** IORING_SETUP_* flags. */
+  flags?: number;
+  /** CQ entries; default twice the SQ entries (the kernel's default). */
+  cqEntries?: number;
+}
+
+/** Called once per CQE while reaping; must not allocate in hot paths. */
+export type CqeHandler = (userData: number, res: number, flags: number) => void;
+
+export class RingError extends Error {
+  constructor(
+    readonly errno: number,
+    message: string,
+  ) {
+    super(message);
+    this.name = "RingError";
+  }
+}
+
+export class Ring {
+  readonly fd: number;
+  readonly sqEntries: number;
+  readonly cqEntries: number;
+  readonly sqeSize: number;
+  /** The SQE array; an SQE is addressed by the byte offset sqe() returns. */
+  readonly sqeView: DataView;
+  readonly sqeBytes: Uint8Array;
+  private readonly handle: object;
+  private readonly ctl: Uint32Array;
+  private readonly cqeU32: Uint32Array;
+  private readonly cqeI32: Int32Array;
+  private readonly cqeWords: number;
+  private readonly sqMask: number;
+  private readonly cqMask: number;
+  private closed = false;
+
+  constructor(options: RingOptions) {
+    const r = native.ringSetup(options.entries, options.flags ?? 0, options.cqEntries ?? 0);
+    this.handle = r.handle;
+    this.fd = r.fd;
+    this.sqEntries = r.sqEntries;
+    this.cqEntries = r.cqEntries;
+    this.sqeSize = r.sqeSize;
+    this.sqeView = new DataView(r.sqes);
+    this.sqeBytes = new Uint8Array(r.sqes);
+    this.ctl = new Uint32Array(r.ctl);
+    this.cqeU32 = new Uint32Array(r.cqes);
+    this.cqeI32 = new Int32Array(r.cqes);
+    this.cqeWords = r.cqeSize >>> 2;
+    this.sqMask = r.sqEntries - 1;
+    this.cqMask = r.cqEntries - 1;
+  }
+
+  /** SQEs prepared but not yet consumed by the kernel. */
+  get pending(): number {
+    return (this.ctl[CTL_SQ_TAIL] - this.ctl[CTL_SQ_HEAD]) >>> 0;
+  }
+
+  /** Free SQ slots. */
+  get space(): number {
+    return this.sqEntries - this.pending;
+  }
+
+  /** CQEs ready to reap, as of the last enter() or wake-up. */
+  get ready(): number {
+    return (this.ctl[CTL_CQ_TAIL] - this.ctl[CTL_CQ_HEAD]) >>> 0;
+  }
+
+  /**
+   * Claims the next SQE, zeroed, and returns its byte offset in sqeView; -1 when the SQ is full
+   * (submit() first). The SQE becomes visible to the kernel at the next enter().
+   */
+  sqe(): number {
+    const tail = this.ctl[CTL_SQ_TAIL];
+    if ((tail - this.ctl[CTL_SQ_HEAD]) >>> 0 >= this.sqEntries) return -1;
+    const off = (tail & this.sqMask) * this.sqeSize;
+    this.sqeBytes.fill(0, off, off + this.sqeSize);
+    this.ctl[CTL_SQ_TAIL] = tail + 1;
+    return off;
+  }
+
+  /** Like sqe(), but submits what is pending when the SQ is full. Throws if still full. */
+  sqeOrSubmit(): number {
+    let off = this.sqe();
+    if (off < 0) {
+      this.submit();
+      off = this.sqe();
+      if (off < 0) throw new RingError(16, "io_uring submission queue is full");
+    }
+    return off;
+  }
+
+  /**
+   * Submits pending SQEs and optionally waits for minComplete CQEs. Returns the kernel's result
+   * (SQEs consumed), or a negative errno for EINTR/EAGAIN/EBUSY, which are transient; throws on others.
+   */
+  submit(minComplete = 0): number {
+    const ret = native.ringEnter(this.handle, this.pending, minComplete, 0);
+    if (ret < 0 && ret !== -4 && ret !== -11 && ret !== -16) {
+      throw new RingError(-ret, `io_uring_enter failed: errno ${-ret}`);
+    }
+    return ret;
+  }
+
+  /** Submits and blocks this thread until at least `count` CQEs are ready (EINTR is retried). */
+  submitAndWait(count: number): void {
+    while (this.ready < count) {
+      this.submit(count - this.ready);
+    }
+  }
+
+  /** Reaps every ready CQE through `handler`, then releases the slots. Returns how many were reaped. */
+  reap(handler: CqeHandler): number {
+    const mask = this.cqMask;
+    const words = this.cqeWords;
+    const u32 = this.cqeU32;
+    const i32 = this.cqeI32;
+    let head = this.ctl[CTL_CQ_HEAD];
+    const tail = this.ctl[CTL_CQ_TAIL];
+    let n = 0;
+    while (head !== tail) {
+      const w = (head & mask) * words;
+      head = (head + 1) >>> 0;
+      // Release the slot before the handler runs, so a throwing handler cannot leave it re-reaped.
+      this.ctl[CTL_CQ_HEAD] = head;
+      handler(u32[w], i32[w + 2], u32[w + 3]);
+      n++;
+    }
+    return n;
+  }
+
+  /** Calls `onWake` on this thread's event loop whenever completions may be ready. */
+  poll(onWake: () => void): void {
+    native.ringPoll(this.handle, onWake);
+  }
+
+  unpoll(): void {
+    if (!this.closed) native.ringUnpoll(this.handle);
+  }
+
+  /** Closes the ring; the kernel cancels whatever is still in flight. Idempotent. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    native.ringClose(this.handle);
+  }
+
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
+  // ---- SQE preparation (fields not set stay zero) ----
+
+  setU64(off: number, value: number): void {
+    this.sqeView.setUint32(off, value >>> 0, true);
+    this.sqeView.setUint32(off + 4, Math.floor(value / 0x100000000), true);
+  }
+
+  prepRw(
+    off: number,
+    opcode: number,
+    fd: number,
+    addr: number,
+    len: number,
+    offset: number,
+    userData: number,
+  ): void {
+    const v = this.sqeView;
+    v.setUint8(off + C.SQE_OPCODE, opcode);
+    v.setInt32(off + C.SQE_FD, fd, true);
+    this.setU64(off + C.SQE_OFF, offset);
+    this.setU64(off + C.SQE_ADDR, addr);
+    v.setUint32(off + C.SQE_LEN, len, true);
+    v.setUint32(off + C.SQE_USER_DATA, userData, true);
+  }
+
+  prepNop(off: number, userData: number): void {
+    this.prepRw(off, C.IORING_OP_NOP, -1, 0, 0, 0, userData);
+  }
+
+  prepRead(off: number, fd: number, addr: number, len: number, offset: number, userData: number): void {
+    this.prepRw(off, C.IORING_OP_READ, fd, addr, len, offset, userData);
+  }
+
+  prepWrite(off: number, fd: number, addr: number, len: number, offset: number, userData: number): void {
+    this.prepRw(off, C.IORING_OP_WRITE, fd, addr, len, offset, userData);
+  }
+
+  prepFsync(off: number, fd: number, fsyncFlags: number, userData: number): void {
+    this.prepRw(off, C.IORING_OP_FSYNC, fd, 0, 0, 0, userData);
+    this.sqeView.setUint32(off + C.SQE_OP_FLAGS, fsyncFlags, true);
+  }
+
+  /** fallocate(fd, mode, offset, length): the SQE carries the length in addr and the mode in len. */
+  prepFallocate(
+    off: number,
+    fd: number,
+    mode: number,
+    offset: number,
+    length: number,
+    userData: number,
+  ): void {
+    this.prepRw(off, C.IORING_OP_FALLOCATE, fd, length, mode, offset, userData);
+  }
+
+  /** IORING_OP_URING_CMD: the command payload goes at SQE_CMD, written by the caller. */
+  prepUringCmd(off: number, fd: number, cmdOp: number, userData: number): void {
+    const v = this.sqeView;
+    v.setUint8(off + C.SQE_OPCODE, C.IORING_OP_URING_CMD);
+    v.setInt32(off + C.SQE_FD, fd, true);
+    v.setUint32(off + C.SQE_OFF, cmdOp, true);
+    v.setUint32(off + C.SQE_USER_DATA, userData, true);
+  }
+
+  prepCancel(off: number, targetUserData: number, userData: number): void {
+    this.prepRw(off, C.IORING_OP_ASYNC_CANCEL, -1, targetUserData, 0, 0, userData);
+  }
+}
