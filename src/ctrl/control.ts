@@ -1,0 +1,290 @@
+// The ublk control device (/dev/ublk-control): every control command is a uring_cmd carrying a
+// struct ublksrv_ctrl_cmd in an SQE128. Commands are submitted with IOSQE_ASYNC so the ones that
+// sleep in the driver (START_DEV waits for every tag to be fetched, DEL_DEV for every reference)
+// run on io_uring's workers and never block this thread's event loop.
+import { closeSync, constants, existsSync, openSync, readdirSync } from "node:fs";
+import { native } from "../native.js";
+import * as U from "../uapi/ublk_cmd.js";
+import { IOSQE_ASYNC, SQE_CMD, SQE_FLAGS } from "../uring/constants.js";
+import { Ring } from "../uring/ring.js";
+import { UblkError } from "./errors.js";
+
+export const UBLK_CONTROL_PATH = "/dev/ublk-control";
+
+/** What the driver reports about a device (struct ublksrv_ctrl_dev_info, u64 flags as numbers). */
+export interface DevInfo {
+  devId: number;
+  nrHwQueues: number;
+  queueDepth: number;
+  state: number;
+  maxIoBufBytes: number;
+  ublksrvPid: number;
+  flags: number;
+  ublksrvFlags: number;
+  ownerUid: number;
+  ownerGid: number;
+}
+
+export interface AddDevOptions {
+  /** Requested id, or -1 for the first free one. */
+  devId: number;
+  nrHwQueues: number;
+  queueDepth: number;
+  maxIoBufBytes: number;
+  /** UBLK_F_* requested; the driver answers with what it grants. */
+  flags: number;
+}
+
+const CMD_NAMES = new Map<number, string>([
+  [U.UBLK_U_CMD_GET_QUEUE_AFFINITY, "GET_QUEUE_AFFINITY"],
+  [U.UBLK_U_CMD_GET_DEV_INFO, "GET_DEV_INFO"],
+  [U.UBLK_U_CMD_ADD_DEV, "ADD_DEV"],
+  [U.UBLK_U_CMD_DEL_DEV, "DEL_DEV"],
+  [U.UBLK_U_CMD_START_DEV, "START_DEV"],
+  [U.UBLK_U_CMD_STOP_DEV, "STOP_DEV"],
+  [U.UBLK_U_CMD_SET_PARAMS, "SET_PARAMS"],
+  [U.UBLK_U_CMD_GET_PARAMS, "GET_PARAMS"],
+  [U.UBLK_U_CMD_START_USER_RECOVERY, "START_USER_RECOVERY"],
+  [U.UBLK_U_CMD_END_USER_RECOVERY, "END_USER_RECOVERY"],
+  [U.UBLK_U_CMD_GET_DEV_INFO2, "GET_DEV_INFO2"],
+  [U.UBLK_U_CMD_GET_FEATURES, "GET_FEATURES"],
+  [U.UBLK_U_CMD_DEL_DEV_ASYNC, "DEL_DEV_ASYNC"],
+]);
+
+const NO_DEV = 0xffffffff;
+const NO_QUEUE = 0xffff;
+const PAGE = 4096;
+
+interface CtrlCommand {
+  op: number;
+  devId: number;
+  queueId?: number;
+  /** Bytes of the command buffer exchanged with the driver (addr/len); 0 for none. */
+  len?: number;
+  data?: number;
+  /** Fills the command buffer before submission. */
+  fill?: (view: DataView) => void;
+}
+
+interface Pending {
+  resolve: (res: number) => void;
+}
+
+function toDevInfo(v: DataView): DevInfo {
+  const d = U.read_ublksrv_ctrl_dev_info(v, 0);
+  return {
+    devId: d.dev_id,
+    nrHwQueues: d.nr_hw_queues,
+    queueDepth: d.queue_depth,
+    state: d.state,
+    maxIoBufBytes: d.max_io_buf_bytes,
+    ublksrvPid: d.ublksrv_pid,
+    flags: Number(d.flags),
+    ublksrvFlags: Number(d.ublksrv_flags),
+    ownerUid: d.owner_uid,
+    ownerGid: d.owner_gid,
+  };
+}
+
+export class ControlDevice {
+  private readonly ring: Ring;
+  private readonly pending = new Map<number, Pending>();
+  private nextId = 1;
+  private polling = false;
+
+  private constructor(private readonly fd: number) {
+    this.ring = new Ring({ entries: 16, flags: 1 << 10 /* IORING_SETUP_SQE128 */ });
+  }
+
+  /** Opens /dev/ublk-control; throws a clear error when the driver is not loaded. */
+  static async open(path = UBLK_CONTROL_PATH): Promise<ControlDevice> {
+    if (!existsSync(path)) {
+      throw new Error(
+        `${path} not found: the ublk driver is not loaded (modprobe ublk_drv; needs Linux >= 6.0), ` +
+          "or try it in the VM: npm run vm -- npx ublk ...",
+      );
+    }
+    const fd = openSync(path, constants.O_RDWR);
+    return new ControlDevice(fd);
+  }
+
+  close(): void {
+    this.ring.close();
+    closeSync(this.fd);
+  }
+
+  private onWake = (): void => {
+    this.ring.reap((ud, res) => {
+      const p = this.pending.get(ud);
+      if (!p) return;
+      this.pending.delete(ud);
+      p.resolve(res);
+    });
+    if (this.pending.size === 0 && this.polling) {
+      this.ring.unpoll();
+      this.polling = false;
+    }
+  };
+
+  /** Sends one command; resolves with the raw result and the command buffer. */
+  private async send(cmd: CtrlCommand): Promise<{ res: number; buf: DataView }> {
+    const len = cmd.len ?? 0;
+    const mem = native.allocBuffer(Math.max(len, PAGE));
+    const buf = new DataView(mem, 0, Math.max(len, 1));
+    cmd.fill?.(buf);
+    const id = this.nextId;
+    this.nextId = (this.nextId + 1) >>> 0 || 1;
+    const off = this.ring.sqeOrSubmit();
+    this.ring.prepUringCmd(off, this.fd, cmd.op, id);
+    this.ring.sqeView.setUint8(off + SQE_FLAGS, IOSQE_ASYNC);
+    U.write_ublksrv_ctrl_cmd(this.ring.sqeView, off + SQE_CMD, {
+      dev_id: cmd.devId >>> 0,
+      queue_id: cmd.queueId ?? NO_QUEUE,
+      len,
+      addr: len ? BigInt(native.bufferAddress(mem)) : 0n,
+      data: BigInt(cmd.data ?? 0),
+      dev_path_len: 0,
+      pad: 0,
+      reserved: 0,
+    });
+    const done = new Promise<number>((resolve) => this.pending.set(id, { resolve }));
+    if (!this.polling) {
+      this.ring.poll(this.onWake);
+      this.polling = true;
+    }
+    this.ring.submit();
+    // A completion may already be there (the poll only fires on new eventfd signals).
+    this.ring.submit(0);
+    this.onWake();
+    const res = await done;
+    // keep `mem` alive until the driver is done with it
+    void mem.byteLength;
+    return { res, buf };
+  }
+
+  private async run(cmd: CtrlCommand): Promise<{ res: number; buf: DataView }> {
+    const out = await this.send(cmd);
+    if (out.res < 0)
+      throw new UblkError(CMD_NAMES.get(cmd.op) ?? `cmd 0x${cmd.op.toString(16)}`, -out.res, cmd.devId);
+    return out;
+  }
+
+  async getFeatures(): Promise<number> {
+    const { buf } = await this.run({
+      op: U.UBLK_U_CMD_GET_FEATURES,
+      devId: NO_DEV,
+      len: U.UBLK_FEATURES_LEN,
+    });
+    return Number(buf.getBigUint64(0, true));
+  }
+
+  async addDev(o: AddDevOptions): Promise<DevInfo> {
+    const devId = o.devId < 0 ? NO_DEV : o.devId;
+    const { buf } = await this.run({
+      op: U.UBLK_U_CMD_ADD_DEV,
+      devId,
+      len: U.ublksrv_ctrl_dev_info_LAYOUT.size,
+      fill: (v) =>
+        U.write_ublksrv_ctrl_dev_info(v, 0, {
+          nr_hw_queues: o.nrHwQueues,
+          queue_depth: o.queueDepth,
+          state: 0,
+          pad0: 0,
+          max_io_buf_bytes: o.maxIoBufBytes,
+          dev_id: devId,
+          ublksrv_pid: process.pid,
+          pad1: 0,
+          flags: BigInt(o.flags),
+          ublksrv_flags: 0n,
+          owner_uid: 0,
+          owner_gid: 0,
+          reserved1: 0n,
+          reserved2: 0n,
+        }),
+    });
+    return toDevInfo(buf);
+  }
+
+  async getDevInfo(devId: number): Promise<DevInfo> {
+    const { buf } = await this.run({
+      op: U.UBLK_U_CMD_GET_DEV_INFO,
+      devId,
+      len: U.ublksrv_ctrl_dev_info_LAYOUT.size,
+    });
+    return toDevInfo(buf);
+  }
+
+  async setParams(devId: number, params: U.ublk_params): Promise<void> {
+    const len = U.ublk_params_LAYOUT.size;
+    await this.run({
+      op: U.UBLK_U_CMD_SET_PARAMS,
+      devId,
+      len,
+      fill: (v) => U.write_ublk_params(v, 0, { ...params, len }),
+    });
+  }
+
+  async getParams(devId: number): Promise<U.ublk_params> {
+    const len = U.ublk_params_LAYOUT.size;
+    const { buf } = await this.run({
+      op: U.UBLK_U_CMD_GET_PARAMS,
+      devId,
+      len,
+      fill: (v) => v.setUint32(0, len, true),
+    });
+    return U.read_ublk_params(buf, 0);
+  }
+
+  /** The CPUs the driver suggests for queue `queueId` (its blk-mq hardware context's mask). */
+  async getQueueAffinity(devId: number, queueId: number): Promise<number[]> {
+    const len = 128; // a cpumask for up to 1024 CPUs, a multiple of sizeof(long) as the driver requires
+    const { buf } = await this.run({ op: U.UBLK_U_CMD_GET_QUEUE_AFFINITY, devId, len, data: queueId });
+    const cpus: number[] = [];
+    for (let byte = 0; byte < len; byte++) {
+      const b = buf.getUint8(byte);
+      for (let bit = 0; bit < 8; bit++) if (b & (1 << bit)) cpus.push(byte * 8 + bit);
+    }
+    return cpus;
+  }
+
+  async startDev(devId: number, daemonPid: number): Promise<void> {
+    await this.run({ op: U.UBLK_U_CMD_START_DEV, devId, data: daemonPid });
+  }
+
+  async stopDev(devId: number): Promise<void> {
+    await this.run({ op: U.UBLK_U_CMD_STOP_DEV, devId });
+  }
+
+  /** DEL_DEV waits until every reference to the device is gone. */
+  async delDev(devId: number): Promise<void> {
+    await this.run({ op: U.UBLK_U_CMD_DEL_DEV, devId });
+  }
+
+  /** DEL_DEV_ASYNC returns without waiting for references to drop. */
+  async delDevAsync(devId: number): Promise<void> {
+    await this.run({ op: U.UBLK_U_CMD_DEL_DEV_ASYNC, devId });
+  }
+
+  async startUserRecovery(devId: number): Promise<void> {
+    await this.run({ op: U.UBLK_U_CMD_START_USER_RECOVERY, devId });
+  }
+
+  async endUserRecovery(devId: number, daemonPid: number): Promise<void> {
+    await this.run({ op: U.UBLK_U_CMD_END_USER_RECOVERY, devId, data: daemonPid });
+  }
+}
+
+/** Device ids present on this system, from the ublk char devices' sysfs class. */
+export function listDevIds(): number[] {
+  let names: string[] = [];
+  try {
+    names = readdirSync("/sys/class/ublk-char");
+  } catch {
+    return [];
+  }
+  return names
+    .map((n) => /^ublkc(\d+)$/.exec(n))
+    .filter((m): m is RegExpExecArray => m !== null)
+    .map((m) => Number(m[1]))
+    .sort((a, b) => a - b);
+}

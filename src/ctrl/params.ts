@@ -1,0 +1,123 @@
+// Device parameters in a person's units, and their translation to struct ublk_params.
+import * as U from "../uapi/ublk_cmd.js";
+
+export interface DiscardParams {
+  /** Bytes; a power of two >= the logical block size. */
+  granularity: number;
+  /** Bytes. */
+  alignment: number;
+  maxSectors: number;
+  maxWriteZeroesSectors: number;
+  maxSegments: number;
+}
+
+export interface DeviceParams {
+  logicalBlockSize: number;
+  physicalBlockSize: number;
+  /** Optimal IO size in bytes (0: none). */
+  ioOpt: number;
+  /** Minimal IO size in bytes (0: the physical block size). */
+  ioMin: number;
+  /** Largest request, in 512-byte sectors. */
+  maxSectors: number;
+  chunkSectors: number;
+  readOnly: boolean;
+  rotational: boolean;
+  volatileCache: boolean;
+  fua: boolean;
+  /** null: no discard / write-zeroes support. */
+  discard: DiscardParams | null;
+}
+
+export const DEFAULT_PARAMS: DeviceParams = {
+  logicalBlockSize: 512,
+  physicalBlockSize: 4096,
+  ioOpt: 0,
+  ioMin: 0,
+  maxSectors: 0, // derived from the IO buffer size
+  chunkSectors: 0,
+  readOnly: false,
+  rotational: false,
+  volatileCache: false,
+  fua: false,
+  discard: null,
+};
+
+const isPow2 = (n: number) => n > 0 && (n & (n - 1)) === 0;
+const shift = (n: number) => Math.log2(n);
+
+/** Checks a parameter set; returns a one-line problem description, or null when it is valid. */
+export function validateParams(p: DeviceParams, sizeBytes: number, maxIoBufBytes: number): string | null {
+  if (!isPow2(p.logicalBlockSize) || p.logicalBlockSize < 512 || p.logicalBlockSize > 4096)
+    return `logical block size ${p.logicalBlockSize} must be a power of two from 512 to 4096`;
+  if (!isPow2(p.physicalBlockSize) || p.physicalBlockSize < p.logicalBlockSize || p.physicalBlockSize > 65536)
+    return `physical block size ${p.physicalBlockSize} must be a power of two from the logical block size to 65536`;
+  for (const [name, v] of [
+    ["io_opt", p.ioOpt],
+    ["io_min", p.ioMin],
+  ] as const) {
+    if (v !== 0 && (!isPow2(v) || v < p.logicalBlockSize || v > 2 ** 31))
+      return `${name} ${v} must be 0 or a power of two >= the logical block size`;
+  }
+  if (sizeBytes <= 0 || sizeBytes % p.logicalBlockSize !== 0)
+    return `device size ${sizeBytes} must be a positive multiple of the logical block size ${p.logicalBlockSize}`;
+  if (p.maxSectors < 0 || p.maxSectors * 512 > maxIoBufBytes)
+    return `max sectors ${p.maxSectors} exceeds the IO buffer size ${maxIoBufBytes} bytes`;
+  if (p.maxSectors !== 0 && p.maxSectors * 512 < p.logicalBlockSize)
+    return `max sectors ${p.maxSectors} is smaller than one logical block`;
+  if (p.chunkSectors !== 0 && !isPow2(p.chunkSectors))
+    return `chunk sectors ${p.chunkSectors} must be a power of two`;
+  if (p.fua && !p.volatileCache) return "FUA needs a volatile write cache (--wc 1)";
+  if (p.discard) {
+    const d = p.discard;
+    if (!isPow2(d.granularity) || d.granularity < p.logicalBlockSize)
+      return `discard granularity ${d.granularity} must be a power of two >= the logical block size`;
+    if (d.alignment % p.logicalBlockSize !== 0 || d.alignment >= d.granularity)
+      return `discard alignment ${d.alignment} must be a multiple of the logical block size below the granularity`;
+    if (d.maxSectors <= 0) return "discard max sectors must be positive";
+    if (d.maxSegments <= 0 || d.maxSegments > 0xffff) return "discard max segments must be 1..65535";
+    if (d.maxWriteZeroesSectors < 0) return "write-zeroes max sectors must not be negative";
+  }
+  return null;
+}
+
+export function toUblkParams(p: DeviceParams, sizeBytes: number, maxIoBufBytes: number): U.ublk_params {
+  let attrs = 0;
+  if (p.readOnly) attrs |= U.UBLK_ATTR_READ_ONLY;
+  if (p.rotational) attrs |= U.UBLK_ATTR_ROTATIONAL;
+  if (p.volatileCache) attrs |= U.UBLK_ATTR_VOLATILE_CACHE;
+  if (p.fua) attrs |= U.UBLK_ATTR_FUA;
+  let types = U.UBLK_PARAM_TYPE_BASIC;
+  const d = p.discard;
+  if (d) types |= U.UBLK_PARAM_TYPE_DISCARD;
+  return {
+    len: U.ublk_params_LAYOUT.size,
+    types,
+    basic: {
+      attrs,
+      logical_bs_shift: shift(p.logicalBlockSize),
+      physical_bs_shift: shift(p.physicalBlockSize),
+      io_opt_shift: p.ioOpt ? shift(p.ioOpt) : 0,
+      io_min_shift: shift(p.ioMin || p.physicalBlockSize),
+      max_sectors: p.maxSectors || Math.floor(maxIoBufBytes / 512),
+      chunk_sectors: p.chunkSectors,
+      dev_sectors: BigInt(Math.floor(sizeBytes / 512)),
+      virt_boundary_mask: 0n,
+    },
+    discard: {
+      discard_alignment: d?.alignment ?? 0,
+      discard_granularity: d?.granularity ?? 0,
+      max_discard_sectors: d?.maxSectors ?? 0,
+      max_write_zeroes_sectors: d?.maxWriteZeroesSectors ?? 0,
+      max_discard_segments: d?.maxSegments ?? 0,
+      reserved0: 0,
+    },
+    devt: { char_major: 0, char_minor: 0, disk_major: 0, disk_minor: 0 },
+    zoned: {
+      max_open_zones: 0,
+      max_active_zones: 0,
+      max_zone_append_sectors: 0,
+      reserved: new Uint8Array(20),
+    },
+  };
+}

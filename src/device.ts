@@ -1,0 +1,253 @@
+// A ublk device served by this process: ADD_DEV, SET_PARAMS, one queue thread per hardware queue
+// (each arms all its tags), START_DEV, and the reverse on stop. Policy for the whole lifecycle lives here.
+import { closeSync, constants, openSync } from "node:fs";
+import { Worker } from "node:worker_threads";
+import { ControlDevice, type DevInfo } from "./ctrl/control.js";
+import { DEFAULT_PARAMS, type DeviceParams, toUblkParams, validateParams } from "./ctrl/params.js";
+import type { QueueWorkerData, QueueWorkerMessage } from "./queue/worker.js";
+import { loadTarget, targetModuleUrl } from "./targets/registry.js";
+import type { Target, TargetOptions, TargetSetup } from "./targets/target.js";
+import * as U from "./uapi/ublk_cmd.js";
+
+export interface DeviceOptions {
+  /** Built-in target name ("null", "loop"), a path to a target module, or a file: URL. */
+  target: string;
+  targetOptions?: TargetOptions;
+  /** Device id, or -1 (default) for the first free one. */
+  devId?: number;
+  queues?: number;
+  depth?: number;
+  /** Per-tag IO buffer, also the largest request; default 512 KiB. */
+  maxIoBufBytes?: number;
+  /** UBLK_F_* to ask for. */
+  flags?: number;
+  params?: Partial<DeviceParams>;
+  log?: (message: string) => void;
+}
+
+export interface QueueInfo {
+  qid: number;
+  tid: number;
+  cpus: number[];
+}
+
+const WAIT_STEP_MS = 20;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export class DeviceError extends Error {
+  override name = "DeviceError";
+}
+
+/** Opens /dev/ublkcN, waiting briefly for devtmpfs/udev to create the node after ADD_DEV. */
+async function openCharDev(devId: number, timeoutMs = 5000): Promise<number> {
+  const path = `/dev/ublkc${devId}`;
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      return openSync(path, constants.O_RDWR);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "ENOENT" || Date.now() > deadline) throw err;
+      await sleep(WAIT_STEP_MS);
+    }
+  }
+}
+
+class QueueThread {
+  readonly worker: Worker;
+  info: QueueInfo | null = null;
+  readonly ready: Promise<QueueInfo>;
+  readonly exited: Promise<void>;
+  private done = false;
+
+  constructor(data: QueueWorkerData, log: (m: string) => void) {
+    this.worker = new Worker(new URL("./queue/worker.js", import.meta.url), { workerData: data });
+    this.ready = new Promise((resolve, reject) => {
+      this.worker.on("message", (m: QueueWorkerMessage) => {
+        if (m.type === "ready") {
+          this.info = { qid: data.cfg.qid, tid: m.tid, cpus: m.cpus };
+          resolve(this.info);
+        } else if (m.type === "log") log(m.message);
+        else if (m.type === "error") reject(new DeviceError(`queue ${data.cfg.qid}: ${m.message}`));
+        else if (m.type === "done") this.done = true;
+      });
+      this.worker.on("error", (err) => reject(err));
+      this.worker.on("exit", () =>
+        reject(new DeviceError(`queue ${data.cfg.qid} thread exited before it was ready`)),
+      );
+    });
+    this.ready.catch(() => {});
+    this.exited = new Promise((resolve) => this.worker.on("exit", () => resolve()));
+  }
+
+  get finished(): boolean {
+    return this.done;
+  }
+
+  /** Asks the thread to drop its ring (the driver then cancels its commands) and exit. */
+  async close(timeoutMs: number): Promise<void> {
+    this.worker.postMessage({ type: "close" });
+    const timedOut = await Promise.race([this.exited.then(() => false), sleep(timeoutMs).then(() => true)]);
+    if (timedOut) await this.worker.terminate();
+  }
+}
+
+export class UblkDevice {
+  private stopping: Promise<void> | null = null;
+  /** Resolves when every queue has ended (after stop(), or when the device was stopped elsewhere). */
+  readonly ended: Promise<void>;
+
+  private constructor(
+    readonly info: DevInfo,
+    readonly params: DeviceParams,
+    readonly sizeBytes: number,
+    readonly queues: QueueInfo[],
+    readonly targetUrl: string,
+    readonly setup: TargetSetup,
+    private readonly target: Target,
+    private readonly ctrl: ControlDevice,
+    private readonly charFd: number,
+    private readonly threads: QueueThread[],
+    private readonly log: (m: string) => void,
+  ) {
+    this.ended = Promise.all(threads.map((t) => t.exited)).then(() => {});
+  }
+
+  get devId(): number {
+    return this.info.devId;
+  }
+
+  get blockDevice(): string {
+    return `/dev/ublkb${this.info.devId}`;
+  }
+
+  get charDevice(): string {
+    return `/dev/ublkc${this.info.devId}`;
+  }
+
+  static async create(opts: DeviceOptions): Promise<UblkDevice> {
+    const log = opts.log ?? ((m: string) => process.stderr.write(`${m}\n`));
+    const queues = opts.queues ?? 1;
+    const depth = opts.depth ?? 128;
+    const maxIoBufBytes = opts.maxIoBufBytes ?? 512 * 1024;
+    if (!Number.isInteger(queues) || queues < 1 || queues > U.UBLK_MAX_NR_QUEUES)
+      throw new DeviceError(`queue count ${queues} must be 1..${U.UBLK_MAX_NR_QUEUES}`);
+    if (!Number.isInteger(depth) || depth < 1 || depth > U.UBLK_MAX_QUEUE_DEPTH)
+      throw new DeviceError(`queue depth ${depth} must be 1..${U.UBLK_MAX_QUEUE_DEPTH}`);
+    if (maxIoBufBytes < 4096 || maxIoBufBytes % 4096 !== 0)
+      throw new DeviceError(`IO buffer size ${maxIoBufBytes} must be a multiple of 4096`);
+
+    const targetUrl = targetModuleUrl(opts.target);
+    const target = await loadTarget(targetUrl);
+    const setup = await target.open(opts.targetOptions ?? {});
+    const params: DeviceParams = { ...DEFAULT_PARAMS, ...setup.params, ...opts.params };
+    const problem = validateParams(params, setup.size, maxIoBufBytes);
+    if (problem) {
+      await target.close?.(setup);
+      throw new DeviceError(problem);
+    }
+
+    const ctrl = await ControlDevice.open();
+    let info: DevInfo;
+    try {
+      info = await ctrl.addDev({
+        devId: opts.devId ?? -1,
+        nrHwQueues: queues,
+        queueDepth: depth,
+        maxIoBufBytes,
+        flags: (opts.flags ?? 0) | U.UBLK_F_CMD_IOCTL_ENCODE,
+      });
+    } catch (err) {
+      ctrl.close();
+      await target.close?.(setup);
+      throw err;
+    }
+
+    const devId = info.devId;
+    let charFd = -1;
+    const threads: QueueThread[] = [];
+    try {
+      charFd = await openCharDev(devId);
+      await ctrl.setParams(devId, toUblkParams(params, setup.size, info.maxIoBufBytes));
+      for (let qid = 0; qid < info.nrHwQueues; qid++) {
+        const cpus = await ctrl.getQueueAffinity(devId, qid);
+        threads.push(
+          new QueueThread(
+            {
+              cfg: {
+                devId,
+                qid,
+                depth: info.queueDepth,
+                bufSize: info.maxIoBufBytes,
+                charFd,
+                flags: info.flags,
+              },
+              targetUrl,
+              state: setup.state,
+              cpus,
+            },
+            log,
+          ),
+        );
+      }
+      const queueInfos = await Promise.all(threads.map((t) => t.ready));
+      await ctrl.startDev(devId, process.pid);
+      const live = await ctrl.getDevInfo(devId);
+      return new UblkDevice(
+        live,
+        params,
+        setup.size,
+        queueInfos,
+        targetUrl,
+        setup,
+        target,
+        ctrl,
+        charFd,
+        threads,
+        log,
+      );
+    } catch (err) {
+      // Leave nothing half-created: drop the queues, release the char device, delete.
+      await Promise.all(threads.map((t) => t.close(2000)));
+      if (charFd >= 0) closeSync(charFd);
+      await ctrl.stopDev(devId).catch(() => {});
+      await ctrl.delDev(devId).catch((e: unknown) => log(`cleanup of ublk${devId} failed: ${e}`));
+      ctrl.close();
+      await target.close?.(setup);
+      throw err;
+    }
+  }
+
+  /** Current state from the driver. */
+  getInfo(): Promise<DevInfo> {
+    return this.ctrl.getDevInfo(this.devId);
+  }
+
+  /**
+   * STOP_DEV while the queues still serve (so in-flight IO completes), wait for every queue to see its
+   * tags aborted, release the char device, then DEL_DEV. Safe to call more than once.
+   */
+  stop(timeoutMs = 30_000): Promise<void> {
+    this.stopping ??= this.doStop(timeoutMs);
+    return this.stopping;
+  }
+
+  private async doStop(timeoutMs: number): Promise<void> {
+    try {
+      await this.ctrl.stopDev(this.devId);
+    } catch (err) {
+      this.log(`STOP_DEV of ublk${this.devId}: ${err instanceof Error ? err.message : err}`);
+    }
+    const ended = await Promise.race([this.ended.then(() => true), sleep(timeoutMs).then(() => false)]);
+    if (!ended) {
+      this.log(`ublk${this.devId}: queues did not end within ${timeoutMs} ms; closing them`);
+      await Promise.all(this.threads.map((t) => t.close(2000)));
+    }
+    closeSync(this.charFd);
+    try {
+      await this.ctrl.delDev(this.devId);
+    } finally {
+      this.ctrl.close();
+      await this.target.close?.(this.setup);
+    }
+  }
+}

@@ -1,0 +1,275 @@
+// The hot path: one ublk hardware queue served on the calling thread.
+//
+// Per tag there is one uring_cmd in flight on /dev/ublkcN: FETCH_REQ first, then COMMIT_AND_FETCH_REQ
+// carrying the previous result. A wake-up reaps every CQE, decodes the iod of each new request straight
+// from the mmapped descriptor array, dispatches it to the target, and the commits of everything finished
+// go to the kernel in one io_uring_enter. Nothing here allocates per IO for synchronous targets.
+import { native } from "../native.js";
+import { type IoRequest, type IoResult, QUEUED, type QueueContext, type Target } from "../targets/target.js";
+import * as U from "../uapi/ublk_cmd.js";
+import { SQE_CMD } from "../uring/constants.js";
+import { Ring } from "../uring/ring.js";
+
+const EIO = 5;
+const EOPNOTSUPP = 95;
+
+// user_data: bits 0-15 tag, bits 16-23 kind, bits 24-30 target sub-operation.
+const KIND_CMD = 0;
+const KIND_TARGET = 1;
+const TAG_MASK = 0xffff;
+
+// Per-tag state flags.
+const TAG_CMD_INFLIGHT = 1; // a uring_cmd for this tag is owned by the kernel
+const TAG_SERVING = 2; // the target owns a request for this tag
+const TAG_DONE = 4; // aborted: the queue is going away
+
+export interface QueueConfig {
+  devId: number;
+  qid: number;
+  depth: number;
+  /** Bytes of each tag's buffer (the device's max_io_buf_bytes). */
+  bufSize: number;
+  /** fd of /dev/ublkcN. */
+  charFd: number;
+  /** UBLK_F_* the driver granted. */
+  flags: number;
+}
+
+class Request implements IoRequest {
+  op = 0;
+  flags = 0;
+  offset = 0;
+  length = 0;
+  private view: Uint8Array | null = null;
+  constructor(
+    readonly qid: number,
+    readonly tag: number,
+    readonly buffer: Uint8Array,
+    readonly address: number,
+  ) {}
+  get data(): Uint8Array {
+    if (this.view === null || this.view.length !== this.length)
+      this.view = this.buffer.subarray(0, this.length);
+    return this.view;
+  }
+}
+
+export class QueueLoop<S = unknown> implements QueueContext<S> {
+  readonly ring: Ring;
+  readonly devId: number;
+  readonly qid: number;
+  readonly depth: number;
+  private readonly iods: ArrayBuffer;
+  private readonly iodView: DataView;
+  private readonly requests: Request[] = [];
+  private readonly tagState: Uint8Array;
+  private readonly onSettled: ((res: number) => void)[] = [];
+  private readonly onFailed: ((err: unknown) => void)[] = [];
+  private readonly buffers: ArrayBuffer;
+  private live = 0; // tags not yet aborted
+  private flushScheduled = false;
+  private errorsLogged = 0;
+  private resolveDone!: () => void;
+  /** Resolves once every tag was aborted by the driver (device stopped) or the queue was closed. */
+  readonly done: Promise<void>;
+
+  constructor(
+    private readonly cfg: QueueConfig,
+    private readonly target: Target<S>,
+    readonly state: S,
+    private readonly log: (msg: string) => void = (m) => process.stderr.write(`${m}\n`),
+  ) {
+    this.devId = cfg.devId;
+    this.qid = cfg.qid;
+    this.depth = cfg.depth;
+    this.done = new Promise((r) => {
+      this.resolveDone = r;
+    });
+    // Room for a command and a target operation per tag, plus slack for multi-op targets.
+    this.ring = new Ring({ entries: Math.max(8, 2 * cfg.depth), cqEntries: 4 * cfg.depth });
+    const page = native.pageSize;
+    this.iods = native.mmapFile(
+      cfg.charFd,
+      U.ublkQueueCmdBufOffset(cfg.qid, page),
+      U.ublkQueueCmdBufSize(cfg.depth, page),
+      false,
+    );
+    this.iodView = new DataView(this.iods);
+    this.tagState = new Uint8Array(cfg.depth);
+    this.buffers = native.allocBuffer(cfg.depth * cfg.bufSize);
+    const base = native.bufferAddress(this.buffers);
+    for (let tag = 0; tag < cfg.depth; tag++) {
+      const buf = new Uint8Array(this.buffers, tag * cfg.bufSize, cfg.bufSize);
+      this.requests.push(new Request(cfg.qid, tag, buf, base + tag * cfg.bufSize));
+      this.onSettled.push((res) => this.settle(tag, res));
+      this.onFailed.push((err) => this.settle(tag, this.errorResult(err)));
+    }
+  }
+
+  userData(tag: number, sub = 0): number {
+    return ((sub & 0x7f) << 24) | (KIND_TARGET << 16) | tag;
+  }
+
+  /** Arms every tag with FETCH_REQ and starts serving on this thread's event loop. */
+  async start(): Promise<void> {
+    await this.target.initQueue?.(this);
+    for (let tag = 0; tag < this.depth; tag++) this.sendCmd(tag, U.UBLK_U_IO_FETCH_REQ, 0);
+    this.live = this.depth;
+    this.ring.poll(this.onWake);
+    this.ring.submit();
+  }
+
+  private onWake = (): void => {
+    // Reap, dispatch, then one enter for all commits; loop while the kernel has more for us.
+    do {
+      this.ring.reap(this.onCqe);
+      this.ring.submit();
+    } while (this.ring.ready > 0);
+    if (this.live === 0) this.finish();
+  };
+
+  private onCqe = (userData: number, res: number): void => {
+    const tag = userData & TAG_MASK;
+    const kind = (userData >>> 16) & 0xff;
+    if (kind === KIND_CMD) {
+      this.tagState[tag] &= ~TAG_CMD_INFLIGHT;
+      if (res === U.UBLK_IO_RES_OK) this.dispatch(tag);
+      else if (res === U.UBLK_IO_RES_NEED_GET_DATA) this.sendCmd(tag, U.UBLK_U_IO_NEED_GET_DATA, 0);
+      else this.retire(tag, res);
+    } else if (kind === KIND_TARGET) {
+      const complete = this.target.complete;
+      if (!complete) {
+        this.settle(tag, res);
+        return;
+      }
+      let result: IoResult;
+      try {
+        result = complete(this.requests[tag], res, userData >>> 24, this);
+      } catch (err) {
+        result = this.errorResult(err);
+      }
+      this.apply(tag, result);
+    }
+  };
+
+  private dispatch(tag: number): void {
+    const req = this.requests[tag];
+    const off = tag * U.ublksrv_io_desc_LAYOUT.size;
+    const v = this.iodView;
+    const opFlags = v.getUint32(off, true);
+    req.op = opFlags & 0xff;
+    req.flags = opFlags & ~0xff;
+    req.length = v.getUint32(off + 4, true) * 512;
+    req.offset = (v.getUint32(off + 8, true) + v.getUint32(off + 12, true) * 0x100000000) * 512;
+    this.tagState[tag] |= TAG_SERVING;
+    let result: IoResult;
+    try {
+      result = this.route(req);
+    } catch (err) {
+      result = this.errorResult(err);
+    }
+    this.apply(tag, result);
+  }
+
+  private route(req: Request): IoResult {
+    const t = this.target;
+    switch (req.op) {
+      case U.UBLK_IO_OP_READ:
+        return t.read(req, this);
+      case U.UBLK_IO_OP_WRITE:
+        return t.write(req, this);
+      case U.UBLK_IO_OP_FLUSH:
+        return t.flush ? t.flush(req, this) : 0;
+      case U.UBLK_IO_OP_DISCARD:
+        return t.discard ? t.discard(req, this) : -EOPNOTSUPP;
+      case U.UBLK_IO_OP_WRITE_ZEROES:
+        return t.writeZeroes ? t.writeZeroes(req, this) : -EOPNOTSUPP;
+      default:
+        return -EOPNOTSUPP;
+    }
+  }
+
+  private apply(tag: number, result: IoResult): void {
+    if (typeof result === "number") this.settle(tag, result);
+    else if (result !== QUEUED) {
+      result.then(this.onSettled[tag], this.onFailed[tag]);
+    }
+  }
+
+  private errorResult(err: unknown): number {
+    if (this.errorsLogged++ < 5) {
+      const msg = err instanceof Error ? err.message : String(err);
+      this.log(`ublk${this.devId} queue ${this.qid}: target ${this.target.name} failed a request: ${msg}`);
+    }
+    const errno = (err as { errno?: unknown })?.errno;
+    return typeof errno === "number" && errno !== 0 ? -Math.abs(errno) : -EIO;
+  }
+
+  /** Final result for the tag's request: commit it and fetch the next one. */
+  private settle(tag: number, res: number): void {
+    if (!(this.tagState[tag] & TAG_SERVING)) return;
+    this.tagState[tag] &= ~TAG_SERVING;
+    // The driver loops forever on a zero-byte WRITE and treats 0 on READ as an error: never send 0.
+    const req = this.requests[tag];
+    if (res === 0 && (req.op === U.UBLK_IO_OP_READ || req.op === U.UBLK_IO_OP_WRITE)) res = -EIO;
+    else if (res > req.length) res = req.length;
+    this.sendCmd(tag, U.UBLK_U_IO_COMMIT_AND_FETCH_REQ, res);
+    if (!this.flushScheduled && !this.ring.isClosed) {
+      this.flushScheduled = true;
+      queueMicrotask(this.flush);
+    }
+  }
+
+  // Async results settle outside a wake-up; their commits go out together at the end of the tick.
+  private flush = (): void => {
+    this.flushScheduled = false;
+    if (this.ring.isClosed) return;
+    if (this.ring.pending > 0) this.ring.submit();
+    if (this.ring.ready > 0) this.onWake();
+  };
+
+  private sendCmd(tag: number, cmdOp: number, result: number): void {
+    if (this.tagState[tag] & TAG_DONE || this.ring.isClosed) return;
+    const ring = this.ring;
+    const off = ring.sqeOrSubmit();
+    ring.prepUringCmd(off, this.cfg.charFd, cmdOp, (KIND_CMD << 16) | tag);
+    const v = ring.sqeView;
+    const c = off + SQE_CMD;
+    v.setUint16(c, this.qid, true);
+    v.setUint16(c + 2, tag, true);
+    v.setInt32(c + 4, result, true);
+    const addr = this.requests[tag].address;
+    v.setUint32(c + 8, addr >>> 0, true);
+    v.setUint32(c + 12, Math.floor(addr / 0x100000000), true);
+    this.tagState[tag] |= TAG_CMD_INFLIGHT;
+  }
+
+  /** The driver gave the tag back for good (UBLK_IO_RES_ABORT when the device stops). */
+  private retire(tag: number, res: number): void {
+    if (this.tagState[tag] & TAG_DONE) return;
+    if (res !== U.UBLK_IO_RES_ABORT) {
+      this.log(`ublk${this.devId} queue ${this.qid}: tag ${tag} command failed with ${res}`);
+    }
+    this.tagState[tag] |= TAG_DONE;
+    this.live--;
+  }
+
+  private finished = false;
+  private finish(): void {
+    if (this.finished) return;
+    this.finished = true;
+    this.close();
+  }
+
+  /** Releases the ring (the kernel cancels what is still armed), the mapping and the buffers. */
+  close(): void {
+    if (!this.ring.isClosed) {
+      this.ring.unpoll();
+      this.ring.close();
+    }
+    if (this.iods.byteLength > 0) native.munmapBuffer(this.iods);
+    Promise.resolve(this.target.closeQueue?.(this))
+      .catch((err) => this.log(`ublk${this.devId} queue ${this.qid}: closeQueue failed: ${err}`))
+      .finally(() => this.resolveDone());
+  }
+}

@@ -1,0 +1,21 @@
+// null: every request succeeds at once and reads return whatever is in the buffer. Measures the
+// round trip through ublk and this project, with no backing store.
+
+import { parseSize } from "./size.js";
+import { defineTarget } from "./target.js";
+
+export default defineTarget<null>({
+  name: "null",
+  open(options) {
+    const size = options.size === undefined ? 250 * 2 ** 30 : parseSize(options.size, "size");
+    return {
+      size,
+      state: null,
+      params: { logicalBlockSize: 512, physicalBlockSize: 4096 },
+      description: { size },
+    };
+  },
+  read: (req) => req.length,
+  write: (req) => req.length,
+  flush: () => 0,
+});

@@ -1,0 +1,87 @@
+// The Target API: what a user implements to serve a ublk device from TypeScript.
+//
+// A target is an ops table. `open` runs once in the daemon's main thread: it checks the options,
+// declares the geometry and returns `state`, which each queue thread receives as a structured clone
+// (share memory between queues with a SharedArrayBuffer inside it). The IO ops run in the queue
+// threads, one thread per hardware queue. An op returns the result for the request:
+//   - a number: bytes done for READ/WRITE (a short count makes the kernel retry the rest), 0 for
+//     FLUSH/DISCARD/WRITE_ZEROES, or a negative errno to fail that request only;
+//   - a Promise of such a number (async targets);
+//   - QUEUED, after submitting its own io_uring operations on ctx.ring with ctx.userData(req.tag):
+//     the queue calls `complete` (or commits the CQE result as is) when that operation finishes.
+// A thrown error or rejected Promise fails the request with -EIO (or the error's `errno`).
+import type { Ring } from "../uring/ring.js";
+
+export const QUEUED: unique symbol = Symbol.for("ublk-ts.queued") as never;
+export type IoResult = number | Promise<number> | typeof QUEUED;
+
+/** One request, owned by its tag; the object is reused, so do not keep it past completion. */
+export interface IoRequest {
+  readonly qid: number;
+  readonly tag: number;
+  /** UBLK_IO_OP_* */
+  readonly op: number;
+  /** UBLK_IO_F_* bits (already shifted, compare with the constants directly). */
+  readonly flags: number;
+  /** Byte offset on the device. */
+  readonly offset: number;
+  /** Bytes to transfer (or to discard / zero). */
+  readonly length: number;
+  /** The tag's whole IO buffer; the request's data is its first `length` bytes. */
+  readonly buffer: Uint8Array;
+  /** `buffer.subarray(0, length)`, created on first use. */
+  readonly data: Uint8Array;
+  /** Address of `buffer`, for target IO submitted on ctx.ring. */
+  readonly address: number;
+}
+
+export interface QueueContext<S = unknown> {
+  readonly devId: number;
+  readonly qid: number;
+  readonly depth: number;
+  /** The state returned by open(), cloned into this thread. */
+  readonly state: S;
+  /** The queue's own io_uring, for targets that do their IO through it (no thread pool, no copy). */
+  readonly ring: Ring;
+  /** user_data for a target operation on `tag` (sub distinguishes several in flight, 0..127). */
+  userData(tag: number, sub?: number): number;
+}
+
+/** What a target declares about the device it serves. */
+export interface TargetSetup<S = unknown> {
+  /** Device size in bytes (a multiple of the logical block size). */
+  size: number;
+  /** Parameter defaults for this target; `ublk add` options override them. */
+  params?: Partial<import("../ctrl/params.js").DeviceParams>;
+  state: S;
+  /** Shown by `ublk list` (e.g. the backing file). */
+  description?: Record<string, string | number | boolean>;
+}
+
+export type TargetOptions = Record<string, string | number | boolean | undefined>;
+
+export interface Target<S = unknown> {
+  readonly name: string;
+  /** Main thread, once per device. */
+  open(options: TargetOptions): TargetSetup<S> | Promise<TargetSetup<S>>;
+  /** Main thread, after the device is gone. */
+  close?(setup: TargetSetup<S>): void | Promise<void>;
+  /** Queue thread, before its first request. */
+  initQueue?(ctx: QueueContext<S>): void | Promise<void>;
+  /** Queue thread, after its last request. */
+  closeQueue?(ctx: QueueContext<S>): void | Promise<void>;
+  read(req: IoRequest, ctx: QueueContext<S>): IoResult;
+  write(req: IoRequest, ctx: QueueContext<S>): IoResult;
+  /** Default: succeed (nothing is cached). */
+  flush?(req: IoRequest, ctx: QueueContext<S>): IoResult;
+  /** Default: -EOPNOTSUPP. Offer discard in params only when implemented. */
+  discard?(req: IoRequest, ctx: QueueContext<S>): IoResult;
+  writeZeroes?(req: IoRequest, ctx: QueueContext<S>): IoResult;
+  /** A target operation submitted with ctx.userData(req.tag, sub) finished with `res`. */
+  complete?(req: IoRequest, res: number, sub: number, ctx: QueueContext<S>): IoResult;
+}
+
+/** Identity helper that gives a target literal its types. */
+export function defineTarget<S>(target: Target<S>): Target<S> {
+  return target;
+}
