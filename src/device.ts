@@ -3,7 +3,13 @@
 import { closeSync, constants, openSync } from "node:fs";
 import { Worker } from "node:worker_threads";
 import { ControlDevice, type DevInfo } from "./ctrl/control.js";
-import { DEFAULT_PARAMS, type DeviceParams, toUblkParams, validateParams } from "./ctrl/params.js";
+import {
+  type DeviceParamOverrides,
+  type DeviceParams,
+  mergeParams,
+  toUblkParams,
+  validateParams,
+} from "./ctrl/params.js";
 import type { QueueWorkerData, QueueWorkerMessage } from "./queue/worker.js";
 import { loadTarget, targetModuleUrl } from "./targets/registry.js";
 import type { Target, TargetOptions, TargetSetup } from "./targets/target.js";
@@ -21,7 +27,7 @@ export interface DeviceOptions {
   maxIoBufBytes?: number;
   /** UBLK_F_* to ask for. */
   flags?: number;
-  params?: Partial<DeviceParams>;
+  params?: DeviceParamOverrides;
   log?: (message: string) => void;
 }
 
@@ -33,6 +39,19 @@ export interface QueueInfo {
 
 const WAIT_STEP_MS = 20;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Resolves true when `p` settles within `ms`, false otherwise; never leaves its timer behind. */
+async function settlesWithin(p: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<false>((r) => {
+    timer = setTimeout(() => r(false), ms);
+  });
+  try {
+    return await Promise.race([p.then(() => true), timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
 
 export class DeviceError extends Error {
   override name = "DeviceError";
@@ -86,8 +105,7 @@ class QueueThread {
   /** Asks the thread to drop its ring (the driver then cancels its commands) and exit. */
   async close(timeoutMs: number): Promise<void> {
     this.worker.postMessage({ type: "close" });
-    const timedOut = await Promise.race([this.exited.then(() => false), sleep(timeoutMs).then(() => true)]);
-    if (timedOut) await this.worker.terminate();
+    if (!(await settlesWithin(this.exited, timeoutMs))) await this.worker.terminate();
   }
 }
 
@@ -139,7 +157,7 @@ export class UblkDevice {
     const targetUrl = targetModuleUrl(opts.target);
     const target = await loadTarget(targetUrl);
     const setup = await target.open(opts.targetOptions ?? {});
-    const params: DeviceParams = { ...DEFAULT_PARAMS, ...setup.params, ...opts.params };
+    const params = mergeParams(setup.params, opts.params);
     const problem = validateParams(params, setup.size, maxIoBufBytes);
     if (problem) {
       await target.close?.(setup);
@@ -237,8 +255,7 @@ export class UblkDevice {
     } catch (err) {
       this.log(`STOP_DEV of ublk${this.devId}: ${err instanceof Error ? err.message : err}`);
     }
-    const ended = await Promise.race([this.ended.then(() => true), sleep(timeoutMs).then(() => false)]);
-    if (!ended) {
+    if (!(await settlesWithin(this.ended, timeoutMs))) {
       this.log(`ublk${this.devId}: queues did not end within ${timeoutMs} ms; closing them`);
       await Promise.all(this.threads.map((t) => t.close(2000)));
     }

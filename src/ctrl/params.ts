@@ -29,6 +29,32 @@ export interface DeviceParams {
   discard: DiscardParams | null;
 }
 
+/** What a caller may override: any field, and the discard limits one by one. */
+export type DeviceParamOverrides = Partial<Omit<DeviceParams, "discard">> & {
+  discard?: Partial<DiscardParams> | null;
+};
+
+const DEFAULT_DISCARD: DiscardParams = {
+  granularity: 4096,
+  alignment: 0,
+  maxSectors: 0xffffffff >>> 9,
+  maxWriteZeroesSectors: 0xffffffff >>> 9,
+  maxSegments: 1,
+};
+
+/** Layers overrides on defaults; a discard override on a target without discard enables it. */
+export function mergeParams(...layers: (DeviceParamOverrides | undefined)[]): DeviceParams {
+  let out: DeviceParams = { ...DEFAULT_PARAMS };
+  for (const layer of layers) {
+    if (!layer) continue;
+    const { discard, ...rest } = layer;
+    out = { ...out, ...rest };
+    if (discard === null) out.discard = null;
+    else if (discard) out.discard = { ...(out.discard ?? DEFAULT_DISCARD), ...discard };
+  }
+  return out;
+}
+
 export const DEFAULT_PARAMS: DeviceParams = {
   logicalBlockSize: 512,
   physicalBlockSize: 4096,

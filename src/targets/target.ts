@@ -52,7 +52,7 @@ export interface TargetSetup<S = unknown> {
   /** Device size in bytes (a multiple of the logical block size). */
   size: number;
   /** Parameter defaults for this target; `ublk add` options override them. */
-  params?: Partial<import("../ctrl/params.js").DeviceParams>;
+  params?: import("../ctrl/params.js").DeviceParamOverrides;
   state: S;
   /** Shown by `ublk list` (e.g. the backing file). */
   description?: Record<string, string | number | boolean>;

@@ -1,0 +1,83 @@
+// ublk del: STOP_DEV (the daemon's queues see every tag aborted and it exits), wait for the daemon,
+// then DEL_DEV, which returns once every reference is gone. Bounded at every step.
+import { existsSync, readFileSync } from "node:fs";
+import { ControlDevice, listDevIds } from "../../ctrl/control.js";
+import { UblkError } from "../../ctrl/errors.js";
+import { intOption, type ParsedArgs, UsageError } from "../args.js";
+import { readState, removeState } from "../state.js";
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** True while the process exists and is not a zombie (an unreaped daemon has finished its work). */
+function alive(pid: number): boolean {
+  if (pid <= 0) return false;
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    if (stat.slice(stat.lastIndexOf(")") + 2).startsWith("Z")) return false;
+  } catch {
+    return false;
+  }
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
+async function waitGone(pid: number, ms: number): Promise<boolean> {
+  const deadline = Date.now() + ms;
+  while (alive(pid)) {
+    if (Date.now() > deadline) return false;
+    await sleep(50);
+  }
+  return true;
+}
+
+export async function deleteDevice(ctrl: ControlDevice, devId: number): Promise<void> {
+  const info = await ctrl.getDevInfo(devId);
+  const pids = new Set<number>([info.ublksrvPid]);
+  const state = readState(devId);
+  if (state) pids.add(state.pid);
+  await ctrl.stopDev(devId);
+  for (const pid of pids) {
+    if (!(await waitGone(pid, 30_000))) {
+      // A daemon that does not leave after its device stopped is stuck: make it.
+      try {
+        process.kill(pid, "SIGKILL");
+      } catch {}
+      await waitGone(pid, 10_000);
+    }
+  }
+  try {
+    await ctrl.delDev(devId);
+  } catch (err) {
+    if (!(err instanceof UblkError && err.code === "ENODEV")) throw err; // the daemon deleted it already
+  }
+  removeState(devId);
+  const deadline = Date.now() + 10_000;
+  while ((existsSync(`/dev/ublkb${devId}`) || existsSync(`/dev/ublkc${devId}`)) && Date.now() < deadline)
+    await sleep(20);
+}
+
+export async function del(args: ParsedArgs): Promise<number> {
+  const all = args.flags.has("all");
+  if (!all && args.options.number === undefined) throw new UsageError("del needs -n ID or -a");
+  const ids = all ? listDevIds() : [intOption(args.options, "number", -1, 0, 2 ** 20)];
+  const ctrl = await ControlDevice.open();
+  let status = 0;
+  try {
+    for (const id of ids) {
+      try {
+        await deleteDevice(ctrl, id);
+      } catch (err) {
+        if (all && err instanceof UblkError && err.code === "ENODEV") continue;
+        process.stderr.write(`ublk: ${err instanceof Error ? err.message : err}\n`);
+        status = 1;
+      }
+    }
+  } finally {
+    ctrl.close();
+  }
+  return status;
+}

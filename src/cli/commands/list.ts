@@ -1,0 +1,56 @@
+// ublk list: one block per device, from the driver (GET_DEV_INFO, GET_PARAMS) and the daemon's state.
+import { ControlDevice, listDevIds } from "../../ctrl/control.js";
+import { UblkError } from "../../ctrl/errors.js";
+import { intOption, type ParsedArgs } from "../args.js";
+import { formatDevice, formatParams, stateName } from "../format.js";
+import { readState } from "../state.js";
+
+export async function list(args: ParsedArgs): Promise<number> {
+  const only =
+    args.options.number === undefined ? undefined : intOption(args.options, "number", -1, 0, 2 ** 20);
+  const ids = only === undefined ? listDevIds() : [only];
+  const ctrl = await ControlDevice.open();
+  const json: unknown[] = [];
+  let status = 0;
+  try {
+    for (const id of ids) {
+      let info;
+      try {
+        info = await ctrl.getDevInfo(id);
+      } catch (err) {
+        if (err instanceof UblkError && err.code === "ENODEV" && only === undefined) continue; // deleted meanwhile
+        throw err;
+      }
+      const params = await ctrl.getParams(id).catch(() => null);
+      const state = readState(id);
+      const queues = state && state.pid === info.ublksrvPid ? state.queues : [];
+      if (args.flags.has("json")) {
+        json.push({
+          dev_id: info.devId,
+          nr_hw_queues: info.nrHwQueues,
+          queue_depth: info.queueDepth,
+          block_size: params ? 1 << params.basic.logical_bs_shift : null,
+          dev_capacity: params ? Number(params.basic.dev_sectors) : null,
+          max_rq_size: info.maxIoBufBytes,
+          daemon_pid: info.ublksrvPid,
+          flags: info.flags,
+          state: stateName(info.state),
+          target: state?.spec.target ?? null,
+          target_options: state?.spec.targetOptions ?? null,
+          queues,
+        });
+        continue;
+      }
+      let text = formatDevice(info, params, queues);
+      if (args.flags.has("verbose") && params) text += formatParams(params);
+      process.stdout.write(text);
+    }
+  } catch (err) {
+    status = 1;
+    throw err;
+  } finally {
+    ctrl.close();
+  }
+  if (args.flags.has("json")) process.stdout.write(`${JSON.stringify(json, null, 2)}\n`);
+  return status;
+}

@@ -1,0 +1,81 @@
+// The process that serves one device. Started detached by `ublk add` (or in the foreground), it
+// reports LIVE or the failure to whoever started it, then serves until SIGTERM/SIGINT or until the
+// device is stopped from outside (`ublk del`), and always deletes what it created.
+import { appendFileSync, mkdirSync } from "node:fs";
+import { UblkDevice } from "../device.js";
+import { formatDevice } from "./format.js";
+import { type AddSpec, LOG_FILE, RUN_DIR, removeState, writeState } from "./state.js";
+
+export type DaemonReport = { type: "live"; text: string; devId: number } | { type: "error"; message: string };
+
+export function daemonLogger(devId: () => number | undefined): (msg: string) => void {
+  return (msg: string) => {
+    const id = devId();
+    const line = `${new Date().toISOString()} ublk-ts[${process.pid}]${id === undefined ? "" : ` dev ${id}`}: ${msg}\n`;
+    try {
+      mkdirSync(RUN_DIR, { recursive: true });
+      appendFileSync(LOG_FILE, line);
+    } catch {
+      process.stderr.write(line);
+    }
+  };
+}
+
+export async function runDaemon(
+  spec: AddSpec,
+  report: (r: DaemonReport) => void,
+  log: (msg: string) => void,
+): Promise<number> {
+  let dev: UblkDevice;
+  try {
+    dev = await UblkDevice.create({
+      target: spec.target,
+      targetOptions: spec.targetOptions,
+      devId: spec.devId,
+      queues: spec.queues,
+      depth: spec.depth,
+      maxIoBufBytes: spec.maxIoBufBytes,
+      flags: spec.flags,
+      params: spec.params,
+      log,
+    });
+  } catch (err) {
+    const message = err instanceof Error ? err.message : String(err);
+    log(`add failed: ${message}`);
+    report({ type: "error", message });
+    return 1;
+  }
+  writeState({ devId: dev.devId, pid: process.pid, spec: { ...spec, devId: dev.devId }, queues: dev.queues });
+  const { toUblkParams } = await import("../ctrl/params.js");
+  const text = formatDevice(
+    dev.info,
+    toUblkParams(dev.params, dev.sizeBytes, dev.info.maxIoBufBytes),
+    dev.queues,
+  );
+  log(`LIVE: ${dev.blockDevice} target ${spec.target}`);
+  report({ type: "live", text, devId: dev.devId });
+
+  let signalled = false;
+  const onSignal = (sig: string) => {
+    if (signalled) return;
+    signalled = true;
+    log(`${sig}: stopping`);
+    void dev.stop();
+  };
+  process.on("SIGTERM", () => onSignal("SIGTERM"));
+  process.on("SIGINT", () => onSignal("SIGINT"));
+  process.on("SIGHUP", () => {}); // detached: a closing terminal must not kill the device
+
+  // Queues end when the device is stopped, by us or by `ublk del`; stop() is idempotent either way.
+  await dev.ended;
+  try {
+    await dev.stop();
+  } catch (err) {
+    // `ublk del` may have deleted it first.
+    if ((err as { code?: string }).code !== "ENODEV")
+      log(`stop: ${err instanceof Error ? err.message : err}`);
+  }
+  removeState(dev.devId, process.pid);
+  log("exited");
+  return 0;
+}

@@ -1,0 +1,41 @@
+// The device block printed by `add` and `list`, in the kernel selftest server's format.
+import type { DevInfo } from "../ctrl/control.js";
+import type { QueueInfo } from "../device.js";
+import type { ublk_params } from "../uapi/ublk_cmd.js";
+
+const STATES = ["DEAD", "LIVE", "QUIESCED"];
+
+export function stateName(state: number): string {
+  return STATES[state] ?? `UNKNOWN(${state})`;
+}
+
+export function formatDevice(
+  info: DevInfo,
+  params: ublk_params | null,
+  queues: readonly QueueInfo[],
+): string {
+  const bs = params ? 1 << params.basic.logical_bs_shift : 0;
+  const capacity = params ? params.basic.dev_sectors : 0n;
+  const lines = [
+    `dev id ${info.devId}: nr_hw_queues ${info.nrHwQueues} queue_depth ${info.queueDepth} block size ${bs} dev_capacity ${capacity}`,
+    `\tmax rq size ${info.maxIoBufBytes} daemon pid ${info.ublksrvPid} flags 0x${info.flags.toString(16)} state ${stateName(info.state)}`,
+  ];
+  for (const q of queues) {
+    lines.push(`\tqueue ${q.qid}: tid ${q.tid} affinity(${q.cpus.map((c) => `${c} `).join("")})`);
+  }
+  return `${lines.join("\n")}\n`;
+}
+
+export function formatParams(p: ublk_params): string {
+  const b = p.basic;
+  const d = p.discard;
+  const out = [
+    `\tlogical_block_size ${1 << b.logical_bs_shift} physical_block_size ${1 << b.physical_bs_shift} io_min ${1 << b.io_min_shift} io_opt ${b.io_opt_shift ? 1 << b.io_opt_shift : 0}`,
+    `\tmax_sectors ${b.max_sectors} chunk_sectors ${b.chunk_sectors} attrs 0x${b.attrs.toString(16)} dev_sectors ${b.dev_sectors}`,
+  ];
+  if (p.types & 2)
+    out.push(
+      `\tdiscard_granularity ${d.discard_granularity} discard_alignment ${d.discard_alignment} max_discard_sectors ${d.max_discard_sectors} max_write_zeroes_sectors ${d.max_write_zeroes_sectors} max_discard_segments ${d.max_discard_segments}`,
+    );
+  return `${out.join("\n")}\n`;
+}

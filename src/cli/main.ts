@@ -1,0 +1,46 @@
+#!/usr/bin/env node
+// The `ublk` command: subcommands are small modules; errors become one line on stderr and a non-zero exit.
+import { parseArgs, UsageError } from "./args.js";
+import { add, daemonMain } from "./commands/add.js";
+import { del } from "./commands/del.js";
+import { features } from "./commands/features.js";
+import { help, USAGE } from "./commands/help.js";
+import { list } from "./commands/list.js";
+
+async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  if (command === "__daemon") process.exit(await daemonMain(rest[0] ?? "{}"));
+  if (command === undefined) {
+    process.stderr.write(USAGE);
+    return 2;
+  }
+  const args = parseArgs(rest);
+  if (args.flags.has("help")) return help();
+  switch (command) {
+    case "add":
+      return add(args);
+    case "list":
+      return list(args);
+    case "del":
+      return del(args);
+    case "features":
+      return features();
+    case "help":
+    case "--help":
+    case "-h":
+      return help();
+    default:
+      throw new UsageError(`unknown command '${command}' (see 'ublk help')`);
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err: unknown) => {
+    const usage = err instanceof UsageError;
+    process.stderr.write(`ublk: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.exitCode = usage ? 2 : 1;
+  },
+);

@@ -1,0 +1,132 @@
+// Turns parsed `add`/`recover` arguments into an AddSpec, refusing bad input before any device exists.
+import { availableParallelism } from "node:os";
+import type { DeviceParamOverrides, DeviceParams } from "../ctrl/params.js";
+import { targetModuleUrl } from "../targets/registry.js";
+import { parseSize } from "../targets/size.js";
+import * as U from "../uapi/ublk_cmd.js";
+import { intOption, type ParsedArgs, UsageError } from "./args.js";
+import type { AddSpec } from "./state.js";
+
+const TARGET_OPTION_KEYS = ["size", "buffered_io"] as const;
+
+function sizeOpt(options: Record<string, string>, key: string): number | undefined {
+  const v = options[key];
+  if (v === undefined) return undefined;
+  try {
+    return parseSize(v, `--${key}`);
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+}
+
+function boolOpt(options: Record<string, string>, key: string): boolean | undefined {
+  const v = options[key];
+  if (v === undefined) return undefined;
+  if (v !== "0" && v !== "1") throw new UsageError(`--${key} takes 0 or 1, not '${v}'`);
+  return v === "1";
+}
+
+function paramsFrom(options: Record<string, string>): DeviceParamOverrides {
+  const p: Record<string, unknown> = {};
+  const set = (key: keyof DeviceParams, v: unknown) => {
+    if (v !== undefined) p[key] = v;
+  };
+  set("logicalBlockSize", sizeOpt(options, "logical_block_size"));
+  set("physicalBlockSize", sizeOpt(options, "physical_block_size"));
+  set("ioOpt", sizeOpt(options, "io_opt"));
+  set("ioMin", sizeOpt(options, "io_min"));
+  set(
+    "maxSectors",
+    options.max_sectors === undefined ? undefined : intOption(options, "max_sectors", 0, 8, 2 ** 31),
+  );
+  set(
+    "chunkSectors",
+    options.chunk_sectors === undefined ? undefined : intOption(options, "chunk_sectors", 0, 0, 2 ** 31),
+  );
+  set("readOnly", boolOpt(options, "read_only"));
+  set("rotational", boolOpt(options, "rotational"));
+  set("volatileCache", boolOpt(options, "wc"));
+  set("fua", boolOpt(options, "fua"));
+  const discard: Record<string, number> = {};
+  const dset = (key: string, v: number | undefined) => {
+    if (v !== undefined) discard[key] = v;
+  };
+  dset("granularity", sizeOpt(options, "discard_granularity"));
+  dset(
+    "alignment",
+    options.discard_alignment === undefined
+      ? undefined
+      : intOption(options, "discard_alignment", 0, 0, 2 ** 31),
+  );
+  dset(
+    "maxSectors",
+    options.max_discard_sectors === undefined
+      ? undefined
+      : intOption(options, "max_discard_sectors", 0, 1, 2 ** 32 - 1),
+  );
+  dset(
+    "maxSegments",
+    options.max_discard_segments === undefined
+      ? undefined
+      : intOption(options, "max_discard_segments", 0, 1, 65535),
+  );
+  dset(
+    "maxWriteZeroesSectors",
+    options.max_write_zeroes_sectors === undefined
+      ? undefined
+      : intOption(options, "max_write_zeroes_sectors", 0, 0, 2 ** 32 - 1),
+  );
+  if (Object.keys(discard).length > 0) p.discard = discard;
+  return p as DeviceParamOverrides;
+}
+
+export function specFromArgs(args: ParsedArgs): AddSpec {
+  const { options, flags, positional } = args;
+  const type = options.type;
+  if (!type) throw new UsageError("missing -t TARGET (null, loop, or a path to a target module)");
+  try {
+    targetModuleUrl(type);
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+  if (positional.length > 1) throw new UsageError(`unexpected arguments: ${positional.slice(1).join(" ")}`);
+  const file = options.file ?? positional[0];
+  if (options.file && positional[0] && options.file !== positional[0])
+    throw new UsageError("give the backing file once: -f FILE or a trailing FILE");
+
+  const targetOptions: Record<string, string | boolean> = {};
+  if (file !== undefined) targetOptions.file = file;
+  for (const key of TARGET_OPTION_KEYS) {
+    if (options[key] !== undefined) targetOptions[key] = options[key];
+    if (flags.has(key)) targetOptions[key] = true;
+  }
+  if (targetOptions.size !== undefined) sizeOpt(options, "size");
+
+  let ublkFlags = 0;
+  if (options.recovery === "1") ublkFlags |= U.UBLK_F_USER_RECOVERY;
+  if (options.recovery_reissue === "1") ublkFlags |= U.UBLK_F_USER_RECOVERY | U.UBLK_F_USER_RECOVERY_REISSUE;
+  if (options.need_get_data === "1") ublkFlags |= U.UBLK_F_NEED_GET_DATA;
+  if (options.uring_comp === "1") ublkFlags |= U.UBLK_F_URING_CMD_COMP_IN_TASK;
+  if (options.recovery_fail_io === "1") {
+    throw new UsageError(
+      "-e 1 (UBLK_F_USER_RECOVERY_FAIL_IO) needs Linux >= 6.13; this build targets the 6.12 driver",
+    );
+  }
+
+  const cpus = availableParallelism();
+  const maxIoBuf = sizeOpt(options, "max_io_buf_bytes") ?? 512 * 1024;
+  return {
+    target: type,
+    targetOptions,
+    devId: intOption(options, "number", -1, -1, 2 ** 20),
+    // As the driver does, never more queues than CPUs by default.
+    queues:
+      options.queues === undefined
+        ? Math.min(2, cpus)
+        : intOption(options, "queues", 2, 1, U.UBLK_MAX_NR_QUEUES),
+    depth: intOption(options, "depth", 128, 1, U.UBLK_MAX_QUEUE_DEPTH),
+    maxIoBufBytes: maxIoBuf,
+    flags: ublkFlags,
+    params: paramsFrom(options),
+  };
+}

@@ -1,0 +1,50 @@
+// Daemon state under /run/ublk-ts: one JSON file per device, written once the device is LIVE.
+// `list` reads queue tids from it; recovery reads the target and its options from it.
+import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import type { QueueInfo } from "../device.js";
+
+export const RUN_DIR = process.env.UBLK_TS_RUN_DIR ?? "/run/ublk-ts";
+export const LOG_FILE = join(RUN_DIR, "ublk-ts.log");
+
+/** Everything needed to (re)start the daemon for a device. */
+export interface AddSpec {
+  target: string;
+  targetOptions: Record<string, string | boolean>;
+  devId: number;
+  queues: number;
+  depth: number;
+  maxIoBufBytes: number;
+  flags: number;
+  params: Record<string, unknown>;
+}
+
+export interface DaemonState {
+  devId: number;
+  pid: number;
+  spec: AddSpec;
+  queues: QueueInfo[];
+}
+
+const statePath = (devId: number) => join(RUN_DIR, `${devId}.json`);
+
+export function writeState(state: DaemonState): void {
+  mkdirSync(RUN_DIR, { recursive: true });
+  const tmp = `${statePath(state.devId)}.${process.pid}.tmp`;
+  writeFileSync(tmp, `${JSON.stringify(state, null, 2)}\n`);
+  renameSync(tmp, statePath(state.devId));
+}
+
+export function readState(devId: number): DaemonState | null {
+  try {
+    return JSON.parse(readFileSync(statePath(devId), "utf8")) as DaemonState;
+  } catch {
+    return null;
+  }
+}
+
+export function removeState(devId: number, pid?: number): void {
+  const s = readState(devId);
+  if (pid !== undefined && s && s.pid !== pid) return; // a newer daemon owns it now
+  rmSync(statePath(devId), { force: true });
+}
