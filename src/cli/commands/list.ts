@@ -1,5 +1,5 @@
 // ublk list: one block per device, from the driver (GET_DEV_INFO, GET_PARAMS) and the daemon's state.
-import { ControlDevice, listDevIds } from "../../ctrl/control.js";
+import { ControlDevice, type DevInfo, listDevIds } from "../../ctrl/control.js";
 import { UblkError } from "../../ctrl/errors.js";
 import { intOption, type ParsedArgs } from "../args.js";
 import { formatDevice, formatParams, stateName } from "../format.js";
@@ -14,7 +14,7 @@ export async function list(args: ParsedArgs): Promise<number> {
   let status = 0;
   try {
     for (const id of ids) {
-      let info;
+      let info: DevInfo;
       try {
         info = await ctrl.getDevInfo(id);
       } catch (err) {
