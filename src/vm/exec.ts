@@ -1,0 +1,60 @@
+import { spawn } from "node:child_process";
+import { accessSync, constants } from "node:fs";
+import { delimiter, join } from "node:path";
+
+/** Runs a program, collects stdout, rejects with stderr on a non-zero exit. */
+export function run(
+  file: string,
+  args: string[],
+  opts: { cwd?: string; passthrough?: boolean; allowFail?: boolean } = {},
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(file, args, {
+      cwd: opts.cwd,
+      // passthrough: show a long-running tool's progress on our stderr (stdout stays clean).
+      stdio: opts.passthrough ? ["ignore", 2, 2] : ["ignore", "pipe", "pipe"],
+      env: { ...process.env, DEBIAN_FRONTEND: "noninteractive", LC_ALL: "C" },
+    });
+    let stdout = "";
+    let stderr = "";
+    child.stdout?.setEncoding("utf8").on("data", (d: string) => {
+      stdout += d;
+    });
+    child.stderr?.setEncoding("utf8").on("data", (d: string) => {
+      stderr += d;
+    });
+    child.on("error", reject);
+    child.on("close", (code, signal) => {
+      const c = code ?? 128;
+      if (c !== 0 && !opts.allowFail) {
+        const why = signal ? `signal ${signal}` : `exit ${c}`;
+        reject(new Error(`${file} ${args.join(" ")} failed (${why}): ${stderr.trim().slice(-2000)}`));
+      } else {
+        resolve({ code: c, stdout, stderr });
+      }
+    });
+  });
+}
+
+/** Finds an executable on PATH plus the sbin dirs, which non-login root shells often lack. */
+export function which(name: string): string | undefined {
+  const dirs = (process.env.PATH ?? "").split(delimiter).filter(Boolean);
+  for (const d of ["/usr/local/sbin", "/usr/sbin", "/sbin", "/usr/bin", "/bin"]) {
+    if (!dirs.includes(d)) dirs.push(d);
+  }
+  for (const d of dirs) {
+    const p = join(d, name);
+    try {
+      accessSync(p, constants.X_OK);
+      return p;
+    } catch {
+      // not here
+    }
+  }
+  return undefined;
+}
+
+/** Quotes a string for POSIX sh. */
+export function shq(s: string): string {
+  return `'${s.replace(/'/g, `'\\''`)}'`;
+}

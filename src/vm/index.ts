@@ -1,0 +1,2 @@
+export { ensureVmAssets, type VmAssets } from "./provision.js";
+export { type RunInVmOptions, type RunInVmResult, runInVm } from "./run.js";

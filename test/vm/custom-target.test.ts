@@ -1,0 +1,41 @@
+// A user's own target module, loaded by path, serves real IO on every queue thread.
+import assert from "node:assert/strict";
+import { after, test } from "node:test";
+import { fileURLToPath } from "node:url";
+import { addDevice, deleteAll, sh, skipReason, ublk } from "./helpers.js";
+
+const example = fileURLToPath(new URL("../../../examples/ram-target.js", import.meta.url));
+
+after(() => {
+  if (!skipReason) deleteAll();
+});
+
+test("examples/ram-target.js: data written through the device reads back equal", { skip: skipReason }, () => {
+  const id = addDevice("-t", example, "--size", "32M", "-q", "2");
+  const dev = `/dev/ublkb${id}`;
+  assert.equal(sh(`blockdev --getsize64 ${dev}`).stdout.trim(), String(32 * 2 ** 20));
+  sh(`dd if=/dev/urandom of=/tmp/ram-src bs=1M count=32 status=none`);
+  sh(`dd if=/tmp/ram-src of=${dev} bs=256k oflag=direct status=none`);
+  sh(`dd if=${dev} of=/tmp/ram-back bs=64k iflag=direct status=none`);
+  sh("cmp /tmp/ram-src /tmp/ram-back");
+  assert.equal(ublk("del", "-n", String(id)).code, 0);
+});
+
+test("a target that throws fails only that request, and the device stays up", { skip: skipReason }, () => {
+  const mod = "/tmp/flaky-target.mjs";
+  sh(`cat > ${mod} <<'JS'
+export default {
+  name: "flaky",
+  open: () => ({ size: 8 * 1024 * 1024, state: null }),
+  read(req) { if (req.offset === 4096) throw Object.assign(new Error("bad sector"), { errno: 61 }); req.buffer.fill(7, 0, req.length); return req.length; },
+  write: (req) => req.length,
+};
+JS`);
+  const id = addDevice("-t", mod, "-q", "1");
+  const dev = `/dev/ublkb${id}`;
+  const bad = sh(`dd if=${dev} of=/dev/null bs=4k skip=1 count=1 iflag=direct`, { allowFail: true });
+  assert.notEqual(bad.code, 0, "the read of the failing sector should fail");
+  const good = sh(`dd if=${dev} bs=4k skip=2 count=1 iflag=direct status=none | od -An -tu1 | head -1`);
+  assert.match(good.stdout, /^\s*7\s+7\s+7/);
+  assert.equal(ublk("del", "-n", String(id)).code, 0);
+});
