@@ -48,7 +48,10 @@ O="trans=virtio,version=9p2000.L,msize=$(arg ublkvm.msize 512000)"
 mount -t 9p -o "$O,cache=$(arg ublkvm.cache loose)" hostroot $H || { say "cannot mount the host root"; stop; }
 mount -t 9p -o "$O,cache=none" ublkrun "$H$RUN" || { say "cannot mount the run dir $RUN"; stop; }
 
-# The guest gets its own /tmp, /run, /dev and so on; only the rest of the host tree is shared.
+# The guest gets its own /tmp, /run, /dev and so on; only the rest of the host tree is shared,
+# except the job's working directory (ublkvm.share), which may live under the host's /tmp or /run.
+SHARE=$(arg ublkvm.share)
+if [ -n "$SHARE" ]; then mkdir -p /share && mount -o bind "$H$SHARE" /share; fi
 mount -t proc proc $H/proc
 mount -t sysfs sysfs $H/sys
 mount -t devtmpfs devtmpfs $H/dev
@@ -57,6 +60,7 @@ mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts $H/dev/pts
 mount -t tmpfs -o mode=1777 shm $H/dev/shm
 mount -t tmpfs -o mode=1777 tmp $H/tmp
 mount -t tmpfs -o mode=755 run $H/run
+if [ -n "$SHARE" ]; then mkdir -p "$H$SHARE" && mount -o bind /share "$H$SHARE"; fi
 mount -t configfs configfs $H/sys/kernel/config
 mount -t debugfs debugfs $H/sys/kernel/debug 2>/dev/null
 ln -s /proc/self/fd $H/dev/fd

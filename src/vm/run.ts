@@ -21,7 +21,7 @@ import { cacheDir, ensureVmAssets, type VmAssets } from "./provision.js";
 export interface RunInVmOptions {
   /** Shell command line, run with bash (or sh) -c inside the guest. */
   command: string;
-  /** Host directory to run in (default process.cwd()); must not be under /tmp or /run. */
+  /** Host directory to run in (default process.cwd()); under /tmp or /run it is bound into the guest's tmpfs. */
   cwd?: string;
   /** Added to a minimal environment (PATH, HOME, LANG...). */
   env?: Record<string, string>;
@@ -166,6 +166,8 @@ async function boot(a: VmAssets, dir: string, o: RunInVmOptions, deadline: numbe
     // A throwaway test guest: skip the speculation mitigations, which are costly under TCG.
     "mitigations=off",
     `ublkvm.run=${dir}`,
+    // A working directory under the guest's private /tmp or /run is bound back in from the host.
+    /^\/(tmp|run)\/[^\s]+$/.test(o.cwd ?? process.cwd()) ? `ublkvm.share=${o.cwd ?? process.cwd()}` : "",
     o.kernelArgs ?? "",
   ].join(" ");
   const qemuArgs = [
