@@ -3,6 +3,7 @@
 import { closeSync, constants, openSync } from "node:fs";
 import { Worker } from "node:worker_threads";
 import { ControlDevice, type DevInfo } from "./ctrl/control.js";
+import { UblkError } from "./ctrl/errors.js";
 import {
   type DeviceParamOverrides,
   type DeviceParams,
@@ -109,6 +110,40 @@ class QueueThread {
   }
 }
 
+/** One thread per hardware queue, pinned where the driver suggests; resolves once all armed their tags. */
+async function startQueues(
+  ctrl: ControlDevice,
+  info: DevInfo,
+  charFd: number,
+  targetUrl: string,
+  setup: TargetSetup,
+  threads: QueueThread[],
+  log: (m: string) => void,
+): Promise<QueueInfo[]> {
+  for (let qid = 0; qid < info.nrHwQueues; qid++) {
+    const cpus = await ctrl.getQueueAffinity(info.devId, qid);
+    const cfg = {
+      devId: info.devId,
+      qid,
+      depth: info.queueDepth,
+      bufSize: info.maxIoBufBytes,
+      charFd,
+      flags: info.flags,
+    };
+    threads.push(new QueueThread({ cfg, targetUrl, state: setup.state, cpus }, log));
+  }
+  return Promise.all(threads.map((t) => t.ready));
+}
+
+export interface RecoverOptions {
+  devId: number;
+  target: string;
+  targetOptions?: TargetOptions;
+  /** How long to retry START_USER_RECOVERY while the driver says EBUSY (default 60 s). */
+  waitMs?: number;
+  log?: (message: string) => void;
+}
+
 export class UblkDevice {
   private stopping: Promise<void> | null = null;
   /** Resolves when every queue has ended (after stop(), or when the device was stopped elsewhere). */
@@ -186,28 +221,7 @@ export class UblkDevice {
     try {
       charFd = await openCharDev(devId);
       await ctrl.setParams(devId, toUblkParams(params, setup.size, info.maxIoBufBytes));
-      for (let qid = 0; qid < info.nrHwQueues; qid++) {
-        const cpus = await ctrl.getQueueAffinity(devId, qid);
-        threads.push(
-          new QueueThread(
-            {
-              cfg: {
-                devId,
-                qid,
-                depth: info.queueDepth,
-                bufSize: info.maxIoBufBytes,
-                charFd,
-                flags: info.flags,
-              },
-              targetUrl,
-              state: setup.state,
-              cpus,
-            },
-            log,
-          ),
-        );
-      }
-      const queueInfos = await Promise.all(threads.map((t) => t.ready));
+      const queueInfos = await startQueues(ctrl, info, charFd, targetUrl, setup, threads, log);
       await ctrl.startDev(devId, process.pid);
       const live = await ctrl.getDevInfo(devId);
       return new UblkDevice(
@@ -231,6 +245,71 @@ export class UblkDevice {
       await ctrl.delDev(devId).catch((e: unknown) => log(`cleanup of ublk${devId} failed: ${e}`));
       ctrl.close();
       await target.close?.(setup);
+      throw err;
+    }
+  }
+
+  /**
+   * Takes over a device whose daemon died (user recovery): START_USER_RECOVERY (retried while the
+   * driver answers EBUSY, i.e. until the old daemon is gone and the device is QUIESCED), a fresh set of
+   * queues that fetch every tag, then END_USER_RECOVERY: LIVE again. Parameters are not sent: the
+   * driver keeps them and refuses SET_PARAMS after start. Geometry comes from the driver.
+   */
+  static async recover(opts: RecoverOptions): Promise<UblkDevice> {
+    const log = opts.log ?? ((m: string) => process.stderr.write(`${m}\n`));
+    const targetUrl = targetModuleUrl(opts.target);
+    const target = await loadTarget(targetUrl);
+    const ctrl = await ControlDevice.open();
+    const devId = opts.devId;
+    let setup: TargetSetup | null = null;
+    let charFd = -1;
+    const threads: QueueThread[] = [];
+    try {
+      const info = await ctrl.getDevInfo(devId);
+      if (!(info.flags & U.UBLK_F_USER_RECOVERY))
+        throw new DeviceError(
+          `device ${devId} was created without user recovery (-r 1): it cannot be recovered`,
+        );
+      const deadline = Date.now() + (opts.waitMs ?? 60_000);
+      for (;;) {
+        try {
+          await ctrl.startUserRecovery(devId);
+          break;
+        } catch (err) {
+          if (!(err instanceof UblkError && err.code === "EBUSY") || Date.now() > deadline) throw err;
+          await sleep(250);
+        }
+      }
+      setup = await target.open(opts.targetOptions ?? {});
+      const kernelParams = await ctrl.getParams(devId);
+      const sizeBytes = Number(kernelParams.basic.dev_sectors) * 512;
+      if (setup.size < sizeBytes)
+        throw new DeviceError(`target is ${setup.size} bytes, the device ${sizeBytes}`);
+      const params = mergeParams(setup.params);
+      params.logicalBlockSize = 1 << kernelParams.basic.logical_bs_shift;
+      charFd = await openCharDev(devId);
+      const queueInfos = await startQueues(ctrl, info, charFd, targetUrl, setup, threads, log);
+      await ctrl.endUserRecovery(devId, process.pid);
+      const live = await ctrl.getDevInfo(devId);
+      return new UblkDevice(
+        live,
+        params,
+        sizeBytes,
+        queueInfos,
+        targetUrl,
+        setup,
+        target,
+        ctrl,
+        charFd,
+        threads,
+        log,
+      );
+    } catch (err) {
+      // Leave the device as it was (QUIESCED, recoverable again): only release what we opened.
+      await Promise.all(threads.map((t) => t.close(2000)));
+      if (charFd >= 0) closeSync(charFd);
+      ctrl.close();
+      if (setup) await target.close?.(setup);
       throw err;
     }
   }

@@ -25,23 +25,32 @@ export async function runDaemon(
   spec: AddSpec,
   report: (r: DaemonReport) => void,
   log: (msg: string) => void,
+  mode: "add" | "recover" = "add",
 ): Promise<number> {
   let dev: UblkDevice;
   try {
-    dev = await UblkDevice.create({
-      target: spec.target,
-      targetOptions: spec.targetOptions,
-      devId: spec.devId,
-      queues: spec.queues,
-      depth: spec.depth,
-      maxIoBufBytes: spec.maxIoBufBytes,
-      flags: spec.flags,
-      params: spec.params,
-      log,
-    });
+    dev =
+      mode === "recover"
+        ? await UblkDevice.recover({
+            devId: spec.devId,
+            target: spec.target,
+            targetOptions: spec.targetOptions,
+            log,
+          })
+        : await UblkDevice.create({
+            target: spec.target,
+            targetOptions: spec.targetOptions,
+            devId: spec.devId,
+            queues: spec.queues,
+            depth: spec.depth,
+            maxIoBufBytes: spec.maxIoBufBytes,
+            flags: spec.flags,
+            params: spec.params,
+            log,
+          });
   } catch (err) {
     const message = err instanceof Error ? err.message : String(err);
-    log(`add failed: ${message}`);
+    log(`${mode} failed: ${message}`);
     report({ type: "error", message });
     return 1;
   }

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // The `ublk` command: subcommands are small modules; errors become one line on stderr and a non-zero exit.
 import { parseArgs, UsageError } from "./args.js";
-import { add, daemonMain } from "./commands/add.js";
+import { add, daemonMain, recover } from "./commands/add.js";
 import { del } from "./commands/del.js";
 import { features } from "./commands/features.js";
 import { help, USAGE } from "./commands/help.js";
@@ -9,7 +9,7 @@ import { list } from "./commands/list.js";
 
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
-  if (command === "__daemon") process.exit(await daemonMain(rest[0] ?? "{}"));
+  if (command === "__daemon") process.exit(await daemonMain(rest[0] ?? "{}", rest[1] ?? "add"));
   if (command === undefined) {
     process.stderr.write(USAGE);
     return 2;
@@ -19,6 +19,8 @@ async function main(argv: string[]): Promise<number> {
   switch (command) {
     case "add":
       return add(args);
+    case "recover":
+      return recover(args);
     case "list":
       return list(args);
     case "del":

@@ -1,14 +1,33 @@
 // ublk add: create a device and return once it is LIVE, leaving a daemon serving it.
 import { spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
-import type { ParsedArgs } from "../args.js";
+import { intOption, type ParsedArgs, UsageError } from "../args.js";
 import { type DaemonReport, daemonLogger, runDaemon } from "../daemon.js";
 import { specFromArgs } from "../spec.js";
+import { type AddSpec, readState } from "../state.js";
 
 const MAIN = fileURLToPath(new URL("../main.js", import.meta.url));
 
 export async function add(args: ParsedArgs): Promise<number> {
-  const spec = specFromArgs(args);
+  return start(specFromArgs(args), args, "add");
+}
+
+/** ublk recover -n ID [-t TARGET options...]: a new daemon takes over a QUIESCED device. */
+export async function recover(args: ParsedArgs): Promise<number> {
+  const devId = intOption(args.options, "number", -1, 0, 2 ** 20);
+  if (devId < 0) throw new UsageError("recover needs -n ID");
+  let spec: AddSpec;
+  if (args.options.type) spec = { ...specFromArgs(args), devId };
+  else {
+    const saved = readState(devId);
+    if (!saved)
+      throw new UsageError(`no saved state for device ${devId}: give -t TARGET and its options (as for add)`);
+    spec = saved.spec;
+  }
+  return start(spec, args, "recover");
+}
+
+async function start(spec: AddSpec, args: ParsedArgs, mode: "add" | "recover"): Promise<number> {
   const quiet = args.flags.has("quiet");
   if (args.flags.has("foreground")) {
     let devId: number | undefined;
@@ -23,10 +42,11 @@ export async function add(args: ParsedArgs): Promise<number> {
         } else process.stderr.write(`ublk: ${r.message}\n`);
       },
       quiet ? () => {} : log,
+      mode,
     );
   }
   // Detach a daemon and wait for its one report over IPC.
-  const child = spawn(process.execPath, [MAIN, "__daemon", JSON.stringify(spec)], {
+  const child = spawn(process.execPath, [MAIN, "__daemon", JSON.stringify(spec), mode], {
     detached: true,
     stdio: ["ignore", "ignore", "ignore", "ipc"],
   });
@@ -51,7 +71,7 @@ export async function add(args: ParsedArgs): Promise<number> {
 }
 
 /** Body of the detached daemon process (`main.js __daemon SPEC`). */
-export async function daemonMain(specJson: string): Promise<number> {
+export async function daemonMain(specJson: string, mode: string): Promise<number> {
   const spec = JSON.parse(specJson);
   let devId: number | undefined;
   const log = daemonLogger(() => devId);
@@ -69,5 +89,6 @@ export async function daemonMain(specJson: string): Promise<number> {
       });
     },
     log,
+    mode === "recover" ? "recover" : "add",
   );
 }

@@ -14,6 +14,9 @@ usage: ublk <command> [options]
           --max_sectors N --chunk_sectors N --read_only 0|1 --rotational 0|1 --wc 0|1 --fua 0|1
           --discard_granularity N --discard_alignment N --max_discard_sectors N
           --max_discard_segments N --max_write_zeroes_sectors N --max_io_buf_bytes N
+  recover -n ID [-t TARGET [options] [FILE]]
+        a new daemon takes over a device whose daemon died (created with -r 1); the target and
+        its options come from the saved state unless given
   list [-n ID] [--json] [-v]    show devices (state DEAD, LIVE or QUIESCED)
   del -n ID | -a                stop and delete a device (or all of them)
   features                      show what the loaded ublk driver supports
