@@ -6,9 +6,11 @@ import { del } from "./commands/del.js";
 import { features } from "./commands/features.js";
 import { help, USAGE } from "./commands/help.js";
 import { list } from "./commands/list.js";
+import { superviseMain } from "./supervise.js";
 
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
+  if (command === "__supervise") process.exit(await superviseMain(rest[0] ?? "{}", rest[1] ?? "add"));
   if (command === "__daemon") process.exit(await daemonMain(rest[0] ?? "{}", rest[1] ?? "add"));
   if (command === undefined) {
     process.stderr.write(USAGE);

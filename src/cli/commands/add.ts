@@ -1,6 +1,7 @@
 // ublk add: create a device and return once it is LIVE, leaving a daemon serving it.
 import { spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
+import { UBLK_F_USER_RECOVERY } from "../../uapi/ublk_cmd.js";
 import { intOption, type ParsedArgs, UsageError } from "../args.js";
 import { type DaemonReport, daemonLogger, runDaemon } from "../daemon.js";
 import { specFromArgs } from "../spec.js";
@@ -45,8 +46,12 @@ async function start(spec: AddSpec, args: ParsedArgs, mode: "add" | "recover"): 
       mode,
     );
   }
-  // Detach a daemon and wait for its one report over IPC.
-  const child = spawn(process.execPath, [MAIN, "__daemon", JSON.stringify(spec), mode], {
+  // Detach a daemon (or its supervisor) and wait for its one report over IPC.
+  const supervise = args.flags.has("supervise");
+  if (supervise && !(spec.flags & UBLK_F_USER_RECOVERY))
+    throw new UsageError("--supervise needs user recovery: add -r 1 (and -i 1 to lose no in-flight IO)");
+  const entry = supervise ? "__supervise" : "__daemon";
+  const child = spawn(process.execPath, [MAIN, entry, JSON.stringify(spec), mode], {
     detached: true,
     stdio: ["ignore", "ignore", "ignore", "ipc"],
   });

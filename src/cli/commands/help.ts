@@ -10,6 +10,7 @@ usage: ublk <command> [options]
         null options:  --size SIZE (default 250G)
         loop options:  FILE or -f FILE (backing file or block device), --buffered_io
         -r 1 user recovery, -i 1 reissue in-flight IO after recovery, -g 1 NEED_GET_DATA
+        --supervise (with -r 1): restart a daemon that dies and recover the device automatically
         parameters: --logical_block_size N --physical_block_size N --io_opt N --io_min N
           --max_sectors N --chunk_sectors N --read_only 0|1 --rotational 0|1 --wc 0|1 --fua 0|1
           --discard_granularity N --discard_alignment N --max_discard_sectors N
