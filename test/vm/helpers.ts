@@ -1,7 +1,7 @@
 // Shared helpers for tests that need the real ublk driver. They run inside the VM harness
 // (npm run test:vm); anywhere without /dev/ublk-control they skip and say why.
 import { type SpawnSyncReturns, spawnSync } from "node:child_process";
-import { existsSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 
 export const CLI = fileURLToPath(new URL("../../src/cli/main.js", import.meta.url));
@@ -68,4 +68,57 @@ export function fio(args: string): {
 
 export function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
+}
+
+/** Pids of ublk-ts daemons (`main.js __daemon ...`) still running, zombies excluded. */
+export function daemonPids(): number[] {
+  const pids: number[] = [];
+  for (const name of readdirSync("/proc")) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const argv = readFileSync(`/proc/${name}/cmdline`, "utf8").split("\0");
+      if (argv.includes("__daemon") && argv.some((a) => a.endsWith("/cli/main.js"))) pids.push(Number(name));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return pids;
+}
+
+/** ublk block and char device nodes present under /dev (ublk-control excluded). */
+export function ublkNodes(): string[] {
+  return readdirSync("/dev")
+    .filter((n) => /^ublk[bc]\d+$/.test(n))
+    .map((n) => `/dev/${n}`)
+    .sort();
+}
+
+/** Polls `check` every `stepMs` until it returns true or `ms` pass; resolves to its last answer. */
+export async function waitFor(check: () => boolean, ms: number, stepMs = 200): Promise<boolean> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    if (check()) return true;
+    if (Date.now() > deadline) return false;
+    await sleep(stepMs);
+  }
+}
+
+export interface FioJob {
+  error: number;
+  read: { io_bytes: number };
+  write: { io_bytes: number };
+}
+
+/** Runs fio like `fio()` but returns its exit code and jobs even when it fails. */
+export function fioRun(args: string, timeoutMs = 180_000): { code: number; jobs: FioJob[]; output: string } {
+  const r = sh(`fio --output-format=json ${args}`, { allowFail: true, timeoutMs });
+  if (r.code === -1) throw new Error(`fio did not finish within ${timeoutMs} ms: fio ${args}\n${r.stderr}`);
+  const start = r.stdout.indexOf("{");
+  let jobs: FioJob[] = [];
+  try {
+    if (start >= 0) jobs = (JSON.parse(r.stdout.slice(start)) as { jobs: FioJob[] }).jobs;
+  } catch {
+    // fio died mid-report: the caller sees no jobs
+  }
+  return { code: r.code, jobs, output: `${r.stdout}\n${r.stderr}` };
 }

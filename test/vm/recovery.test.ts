@@ -1,6 +1,7 @@
 // User recovery against the 6.12 driver: a daemon SIGKILLed mid-IO, a new one takes over.
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
+import { readdirSync, readFileSync } from "node:fs";
 import { after, test } from "node:test";
 import { addDevice, deleteAll, sh, skipReason, sleep, ublk } from "./helpers.js";
 
@@ -86,5 +87,86 @@ test("recover refuses a device made without -r, with one clear line", { skip: sk
   assert.match(r.stderr, /^ublk: .*without user recovery/);
   assert.equal(r.stderr.trim().split("\n").length, 1);
   assert.equal(info(id).state, "LIVE");
+  assert.equal(ublk("del", "-n", String(id)).code, 0);
+});
+
+function noProcess(word: string): boolean {
+  return (
+    sh(`grep -l -a -- '${word}' /proc/[0-9]*/cmdline 2>/dev/null | grep -v self || true`).stdout.trim() === ""
+  );
+}
+
+test("--supervise: a SIGKILLed daemon is replaced without a person and the data is intact", {
+  skip: skipReason,
+}, async () => {
+  sh("truncate -s 32M /tmp/sup-img && dd if=/dev/urandom of=/tmp/sup-src bs=1M count=8 status=none");
+  const id = addDevice("-t", "loop", "-r", "1", "-i", "1", "-q", "1", "--supervise", "/tmp/sup-img");
+  const dev = `/dev/ublkb${id}`;
+  sh(`dd if=/tmp/sup-src of=${dev} bs=1M oflag=direct status=none`);
+  const first = info(id).daemon_pid;
+  process.kill(first, "SIGKILL");
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    const now = info(id);
+    if (now.state === "LIVE" && now.daemon_pid !== first) break;
+    assert.ok(Date.now() < deadline, "the supervisor did not bring the device back within 60 s");
+    await sleep(500);
+  }
+  sh(`cmp -n 8388608 /tmp/sup-src ${dev}`);
+  assert.equal(ublk("del", "-n", String(id)).code, 0);
+  for (let i = 0; i < 50 && !noProcess("__supervise"); i++) await sleep(200);
+  assert.ok(noProcess("__supervise"), "the supervisor outlived its device");
+});
+
+test("a daemon killed while recovering can be recovered again", { skip: skipReason }, async () => {
+  sh("truncate -s 32M /tmp/rr-img && dd if=/dev/urandom of=/tmp/rr-src bs=1M count=4 status=none");
+  const id = addDevice("-t", "loop", "-r", "1", "-q", "2", "/tmp/rr-img");
+  sh(`dd if=/tmp/rr-src of=/dev/ublkb${id} bs=1M oflag=direct status=none`);
+  process.kill(info(id).daemon_pid, "SIGKILL");
+  await waitState(id, "QUIESCED");
+  // A foreground recovery is the daemon itself: kill it part-way through taking over.
+  const { spawn: spawnChild } = await import("node:child_process");
+  const { CLI } = await import("./helpers.js");
+  const rec = spawnChild(process.execPath, [CLI, "recover", "-n", String(id), "--foreground"], {
+    stdio: "ignore",
+  });
+  await sleep(1500);
+  rec.kill("SIGKILL");
+  await new Promise((r) => rec.on("exit", r));
+  await waitState(id, "QUIESCED");
+  const again = ublk("recover", "-n", String(id));
+  assert.equal(again.code, 0, again.stderr);
+  sh(`cmp -n 4194304 /tmp/rr-src /dev/ublkb${id}`);
+  assert.equal(ublk("del", "-n", String(id)).code, 0);
+});
+
+test("ext4 survives three kill/recover cycles during writes; fsck is clean", {
+  skip: skipReason,
+}, async () => {
+  sh(
+    "modprobe ext4; truncate -s 128M /tmp/ext-img && dd if=/dev/urandom of=/tmp/ext-src bs=1M count=2 status=none",
+  );
+  const id = addDevice("-t", "loop", "-r", "1", "-i", "1", "-q", "2", "/tmp/ext-img");
+  const dev = `/dev/ublkb${id}`;
+  sh(`mkfs.ext4 -q -F ${dev} && mkdir -p /tmp/ext-mnt && mount ${dev} /tmp/ext-mnt`);
+  try {
+    for (let cycle = 0; cycle < 3; cycle++) {
+      const writer = spawn(
+        "bash",
+        ["-c", `for i in $(seq 1 12); do cp /tmp/ext-src /tmp/ext-mnt/c${cycle}-$i && sync || exit 1; done`],
+        { stdio: "ignore" },
+      );
+      const done = new Promise<number>((r) => writer.on("exit", (c) => r(c ?? -1)));
+      await sleep(1500);
+      process.kill(info(id).daemon_pid, "SIGKILL");
+      await waitState(id, "QUIESCED");
+      assert.equal(ublk("recover", "-n", String(id)).code, 0);
+      assert.equal(await done, 0, `writer of cycle ${cycle} failed`);
+    }
+    sh("for f in /tmp/ext-mnt/c*; do cmp /tmp/ext-src $f; done");
+  } finally {
+    sh("umount /tmp/ext-mnt", { allowFail: true });
+  }
+  sh(`fsck.ext4 -fn ${dev}`);
   assert.equal(ublk("del", "-n", String(id)).code, 0);
 });
