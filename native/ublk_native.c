@@ -333,12 +333,13 @@ static void on_poll(uv_poll_t *h, int status, int events) {
   (void)events;
   ring_t *r = h->data;
   uint64_t count;
+  /* Drain the eventfd first, then read the tail: a CQE posted after the drain signals again, so none
+   * can be missed (the other order loses a CQE posted between the two steps). One read resets it. */
+  while (read(r->efd, &count, sizeof count) < 0 && errno == EINTR) {
+  }
   /* Refresh the control block here so the JS handler can reap without another native call. */
   r->ctl[CTL_SQ_HEAD] = atomic_load_explicit(r->ksq_head, memory_order_acquire);
   r->ctl[CTL_CQ_TAIL] = atomic_load_explicit(r->kcq_tail, memory_order_acquire);
-  /* The eventfd is non-blocking; one read resets its counter. */
-  while (read(r->efd, &count, sizeof count) < 0 && errno == EINTR) {
-  }
   napi_env env = r->env;
   napi_handle_scope scope;
   if (napi_open_handle_scope(env, &scope) != napi_ok) return;
