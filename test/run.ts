@@ -54,7 +54,7 @@ async function runVm(): Promise<Totals> {
   const res = await runInVm({
     command,
     cwd: root,
-    timeoutMs: 60 * 60_000,
+    timeoutMs: 80 * 60_000,
     onOutput: (chunk) => process.stdout.write(chunk),
     onBootRetry: (boot, reason) => process.stderr.write(`vm: boot ${boot} failed (${reason}); retrying\n`),
   });

@@ -11,10 +11,10 @@ after(() => {
 });
 
 test("examples/ram-target.js: data written through the device reads back equal", { skip: skipReason }, () => {
-  const id = addDevice("-t", example, "--size", "32M", "-q", "2");
+  const id = addDevice("-t", example, "--size", "8M", "-q", "2");
   const dev = `/dev/ublkb${id}`;
-  assert.equal(sh(`blockdev --getsize64 ${dev}`).stdout.trim(), String(32 * 2 ** 20));
-  sh(`dd if=/dev/urandom of=/tmp/ram-src bs=1M count=32 status=none`);
+  assert.equal(sh(`blockdev --getsize64 ${dev}`).stdout.trim(), String(8 * 2 ** 20));
+  sh(`dd if=/dev/urandom of=/tmp/ram-src bs=1M count=8 status=none`);
   sh(`dd if=/tmp/ram-src of=${dev} bs=256k oflag=direct status=none`);
   sh(`dd if=${dev} of=/tmp/ram-back bs=64k iflag=direct status=none`);
   sh("cmp /tmp/ram-src /tmp/ram-back");

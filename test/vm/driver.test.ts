@@ -24,10 +24,10 @@ test("-g 1 (NEED_GET_DATA): granted, and loop data verifies through fio", { skip
   const id = addDevice("-t", "loop", "-g", "-q", "2", "/tmp/ngd-img");
   const listed = JSON.parse(ublk("list", "-n", String(id), "--json").stdout)[0];
   assert.ok(listed.flags & (1 << 2), "NEED_GET_DATA was not granted");
-  const args = `--name=g --filename=/dev/ublkb${id} --rw=randwrite --bs=4k --direct=1 --ioengine=io_uring --iodepth=16 --size=16M --verify=crc32c --verify_state_save=0`;
+  const args = `--name=g --filename=/dev/ublkb${id} --rw=randwrite --bs=4k --direct=1 --ioengine=io_uring --iodepth=16 --size=8M --verify=crc32c --verify_state_save=0`;
   assert.equal(fio(`${args} --do_verify=0`).jobs[0].error, 0);
   assert.equal(fio(`${args} --verify_only=1`).jobs[0].error, 0);
-  sh("cmp -n 16777216 /tmp/ngd-img /dev/ublkb" + id);
+  sh(`cmp -n 8388608 /tmp/ngd-img /dev/ublkb${id}`);
   assert.equal(ublk("del", "-n", String(id)).code, 0);
 });
 
