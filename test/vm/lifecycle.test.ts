@@ -95,6 +95,7 @@ test("del -n removes a device within 30 s while fio is running on it, and fio en
     "--ioengine=io_uring",
     "--iodepth=32",
     "--numjobs=2",
+    "--thread", // one process: killing it ends every job
     "--time_based",
     "--runtime=300",
   ]);

@@ -11,13 +11,11 @@ const MiB = 1024 * 1024;
 
 after(() => {
   if (skipReason) return;
+  // A failed test may have left the filesystem mounted or the kernel loop device attached.
+  sh(`umount -q ${DIR}/mnt; losetup -j ${DIR}/ext4.img | cut -d: -f1 | xargs -r losetup -d`, {
+    allowFail: true,
+  });
   deleteAll();
-  sh(
-    `umount -q ${DIR}/mnt ${DIR}/mnt2 2>/dev/null; losetup -j ${DIR}/ext4.img | cut -d: -f1 | xargs -r losetup -d`,
-    {
-      allowFail: true,
-    },
-  );
   rmSync(DIR, { recursive: true, force: true });
 });
 
