@@ -61,9 +61,9 @@ test("loop, 2 queues: fio randwrite with crc32c verify headers, then a verify-on
   const dev = `/dev/ublkb${id}`;
   assert.equal(blockDevBytes(id), 256 * MiB, "device size differs from the backing file's");
 
-  // Two writers (one per queue, roughly) on disjoint 32 MiB halves of the first 64 MiB; the same
+  // Two writers (one per queue, roughly) on disjoint 16 MiB halves of the first 32 MiB; the same
   // seed makes the verify pass replay the same offsets and sizes.
-  const perJob = 32 * MiB;
+  const perJob = 16 * MiB;
   const job =
     `--name=v --filename=${dev} --rw=randwrite --bsrange=4k-256k --direct=1 --ioengine=io_uring ` +
     `--iodepth=16 --numjobs=2 --size=${perJob} --offset_increment=${perJob} --randseed=4242 ` +
@@ -86,7 +86,7 @@ test("loop, 2 queues: fio randwrite with crc32c verify headers, then a verify-on
   );
 
   // The verify pass must be able to fail: clobber 1 MiB inside the second job's region.
-  sh(`dd if=/dev/zero of=${dev} bs=1M seek=50 count=1 oflag=direct conv=notrunc status=none`);
+  sh(`dd if=/dev/zero of=${dev} bs=1M seek=24 count=1 oflag=direct conv=notrunc status=none`);
   const bad = fioRun(`${job} --verify_only=1`);
   assert.ok(
     bad.code !== 0 || bad.jobs.some((j) => j.error !== 0),
