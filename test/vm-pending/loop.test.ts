@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import { existsSync, mkdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { after, test } from "node:test";
-import { addDevice, deleteAll, fioRun, sh, skipReason, ublk } from "./helpers.js";
+import { addDevice, deleteAll, fioRun, sh, skipReason, ublk } from "../vm/helpers.js";
 
 const DIR = "/tmp/ublk-loop-test"; // the guest's tmpfs
 const MiB = 1024 * 1024;
