@@ -6,7 +6,13 @@ import { fileURLToPath } from "node:url";
 import { runInVm } from "../src/vm/index.js";
 
 const root = fileURLToPath(new URL("../..", import.meta.url));
-const args = new Set(process.argv.slice(2));
+const args = new Set(process.argv.slice(2).filter((a) => a.startsWith("--")));
+// Any other arguments pick VM test files by name: `npm run test:vm -- recovery lifecycle`.
+const picked = process.argv.slice(2).filter((a) => !a.startsWith("--"));
+const vmFiles =
+  picked.length === 0
+    ? "dist/test/vm/"
+    : picked.map((p) => `dist/test/vm/${p.replace(/(\.test)?\.[jt]s$/, "")}.test.js`).join(" ");
 
 interface Totals {
   pass: number;
@@ -39,7 +45,7 @@ function runHost(): Promise<Totals> {
 async function runVm(): Promise<Totals> {
   // Inside the guest the suite runs as on a ublk-capable host: one file at a time, devices are global.
   const direct = existsSync("/dev/ublk-control");
-  const command = `${process.execPath} --test --test-concurrency=1 --test-reporter=spec dist/test/vm/`;
+  const command = `${process.execPath} --test --test-concurrency=1 --test-reporter=spec ${vmFiles}`;
   if (direct) {
     return new Promise((resolve) => {
       const child = spawn("bash", ["-c", command], { cwd: root, stdio: ["ignore", "pipe", "inherit"] });

@@ -135,6 +135,7 @@ function jobScript(command: string, cwd: string, env: Record<string, string>): s
     out.push(`export ${k}=${shq(v)}`);
   }
   const why = `[vm] cannot cd to ${cwd} in the guest (its /tmp and /run are private tmpfs)`;
+  out.push('mkdir -p "$HOME"');
   out.push(`cd ${shq(cwd)} || { echo ${shq(why)} >&2; exit 125; }`);
   out.push(`if command -v bash >/dev/null 2>&1; then exec bash -c ${shq(command)}; fi`);
   out.push(`exec sh -c ${shq(command)}`);
@@ -257,7 +258,9 @@ export async function runInVm(opts: RunInVmOptions): Promise<RunInVmResult> {
   writeFileSync(join(dir, "pid"), String(process.pid));
   const env = {
     PATH: defaultPath(),
-    HOME: "/root",
+    // A private home: bash reads ~/.bashrc for commands run from node (stdin is a socket), and a host's
+    // pyenv/nvm setup there can stall every `bash -c` (a stale pyenv rehash lock cost ~60 s each).
+    HOME: "/run/ublk-vm-home",
     USER: "root",
     LANG: "C.UTF-8",
     TERM: "dumb",
