@@ -51,6 +51,7 @@ struct ring {
   int fd;
   int efd;
   int closed;
+  unsigned setup_flags;
   unsigned sq_entries, cq_entries, sqe_size, cqe_size;
   void *sq_ptr, *cq_ptr, *sqes;
   size_t sq_len, cq_len, sqes_len;
@@ -201,6 +202,17 @@ static int sys_io_uring_enter(int fd, unsigned to_submit, unsigned min_complete,
   return (int)syscall(__NR_io_uring_enter, fd, to_submit, min_complete, flags, NULL, 0);
 }
 
+/* io_uring_enter with a wait bound (IORING_ENTER_EXT_ARG, Linux 5.11+): -1/ETIME when it runs out. */
+static int sys_io_uring_enter_timeout(int fd, unsigned to_submit, unsigned min_complete, unsigned flags,
+                                      int64_t timeout_ns) {
+  struct __kernel_timespec ts = {.tv_sec = timeout_ns / 1000000000, .tv_nsec = timeout_ns % 1000000000};
+  struct io_uring_getevents_arg arg;
+  memset(&arg, 0, sizeof arg);
+  arg.ts = (uint64_t)(uintptr_t)&ts;
+  return (int)syscall(__NR_io_uring_enter, fd, to_submit, min_complete, flags | IORING_ENTER_EXT_ARG, &arg,
+                      sizeof arg);
+}
+
 static int sys_io_uring_register(int fd, unsigned op, void *arg, unsigned nr) {
   return (int)syscall(__NR_io_uring_register, fd, op, arg, nr);
 }
@@ -231,6 +243,7 @@ static napi_value ring_setup(napi_env env, napi_callback_info info) {
   r->es = es;
   r->fd = fd;
   r->efd = -1;
+  r->setup_flags = p.flags;
   r->sq_entries = p.sq_entries;
   r->cq_entries = p.cq_entries;
   r->sqe_size = (p.flags & IORING_SETUP_SQE128) ? 128 : 64;
@@ -297,18 +310,25 @@ fail: {
 }
 
 /*
- * ringEnter(handle, toSubmit, minComplete, flags) -> result of io_uring_enter (or 0 when no syscall was
- * needed), negative errno on failure. Publishes ctl[SQ_TAIL] and ctl[CQ_HEAD] first, refreshes ctl[SQ_HEAD],
- * ctl[CQ_TAIL], ctl[SQ_FLAGS] after. EINTR is returned, not retried: the caller decides.
+ * ringEnter(handle, toSubmit, minComplete, flags[, timeoutNs]) -> result of io_uring_enter (or 0 when no
+ * syscall was needed), negative errno on failure (-ETIME when a wait for minComplete ran past timeoutNs).
+ * Publishes ctl[SQ_TAIL] and ctl[CQ_HEAD] first, refreshes ctl[SQ_HEAD], ctl[CQ_TAIL], ctl[SQ_FLAGS]
+ * after. EINTR is returned, not retried: the caller decides.
  */
 static napi_value ring_enter(napi_env env, napi_callback_info info) {
-  napi_value argv[4];
-  if (get_args(env, info, 4, argv)) return NULL;
+  napi_value argv[5];
+  size_t argc = 5;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
+  if (argc < 4) {
+    napi_throw_type_error(env, NULL, "missing arguments");
+    return NULL;
+  }
   ring_t *r = arg_ring(env, argv[0]);
   if (!r) return NULL;
   unsigned to_submit = (unsigned)arg_i64(env, argv[1]);
   unsigned min_complete = (unsigned)arg_i64(env, argv[2]);
   unsigned flags = (unsigned)arg_i64(env, argv[3]);
+  int64_t timeout_ns = argc > 4 ? arg_i64(env, argv[4]) : 0;
 
   /* Release: SQE contents written by JS must be visible before the kernel sees the new tail; CQEs read
    * by JS must be consumed before the kernel may reuse their slots. */
@@ -318,7 +338,8 @@ static napi_value ring_enter(napi_env env, napi_callback_info info) {
   int ret = 0;
   if (to_submit || min_complete || (flags & IORING_ENTER_GETEVENTS)) {
     if (min_complete) flags |= IORING_ENTER_GETEVENTS;
-    ret = sys_io_uring_enter(r->fd, to_submit, min_complete, flags);
+    ret = timeout_ns > 0 && min_complete ? sys_io_uring_enter_timeout(r->fd, to_submit, min_complete, flags, timeout_ns)
+                                         : sys_io_uring_enter(r->fd, to_submit, min_complete, flags);
     if (ret < 0) ret = -errno;
   }
   r->ctl[CTL_SQ_HEAD] = atomic_load_explicit(r->ksq_head, memory_order_acquire);
@@ -336,6 +357,11 @@ static void on_poll(uv_poll_t *h, int status, int events) {
   /* Drain the eventfd first, then read the tail: a CQE posted after the drain signals again, so none
    * can be missed (the other order loses a CQE posted between the two steps). One read resets it. */
   while (read(r->efd, &count, sizeof count) < 0 && errno == EINTR) {
+  }
+  /* With DEFER_TASKRUN completions wait as task work until this thread asks for events. */
+  if (r->setup_flags & IORING_SETUP_DEFER_TASKRUN) {
+    atomic_store_explicit(r->kcq_head, r->ctl[CTL_CQ_HEAD], memory_order_release);
+    sys_io_uring_enter(r->fd, 0, 0, IORING_ENTER_GETEVENTS);
   }
   /* Refresh the control block here so the JS handler can reap without another native call. */
   r->ctl[CTL_SQ_HEAD] = atomic_load_explicit(r->ksq_head, memory_order_acquire);

@@ -23,7 +23,7 @@ export interface NativeRing {
 export interface NativeAddon {
   ringSetup(entries: number, flags: number, cqEntries: number): NativeRing;
   /** Publishes SQ tail / CQ head, enters the kernel if there is work, refreshes the control block. */
-  ringEnter(handle: object, toSubmit: number, minComplete: number, flags: number): number;
+  ringEnter(handle: object, toSubmit: number, minComplete: number, flags: number, timeoutNs?: number): number;
   ringPoll(handle: object, onCompletion: () => void): void;
   ringUnpoll(handle: object): void;
   ringClose(handle: object): void;

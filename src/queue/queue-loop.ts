@@ -4,10 +4,15 @@
 // carrying the previous result. A wake-up reaps every CQE, decodes the iod of each new request straight
 // from the mmapped descriptor array, dispatches it to the target, and the commits of everything finished
 // go to the kernel in one io_uring_enter. Nothing here allocates per IO for synchronous targets.
+//
+// Two ways to wait. While no target Promise is pending the thread blocks in io_uring_enter itself: the
+// commits of one batch go in and the thread sleeps until the next CQE, one system call per wake-up (as a
+// C server does), yielding to its event loop when idle or every few batches. While a Promise is pending
+// the target needs the event loop (sockets, timers), so wake-ups come from the ring's eventfd instead.
 import { native } from "../native.js";
 import { type IoRequest, type IoResult, QUEUED, type QueueContext, type Target } from "../targets/target.js";
 import * as U from "../uapi/ublk_cmd.js";
-import { SQE_CMD } from "../uring/constants.js";
+import { IORING_SETUP_COOP_TASKRUN, SQE_CMD } from "../uring/constants.js";
 import { Ring } from "../uring/ring.js";
 
 const EIO = 5;
@@ -22,6 +27,15 @@ const TAG_MASK = 0xffff;
 const TAG_CMD_INFLIGHT = 1; // a uring_cmd for this tag is owned by the kernel
 const TAG_SERVING = 2; // the target owns a request for this tag
 const TAG_DONE = 4; // aborted: the queue is going away
+
+/** How long the blocking wait sleeps before giving the event loop a turn (messages, timers). */
+const IDLE_YIELD_NS = 100_000_000;
+/** Busy wake-ups served back to back before the event loop gets a turn. */
+const BATCHES_PER_YIELD = 64;
+/** Ring setup: task work runs when this thread enters the kernel anyway, never by interrupting it. */
+const RING_FLAGS = Number(process.env.UBLK_TS_RING_FLAGS ?? IORING_SETUP_COOP_TASKRUN);
+/** Benchmark lever (bench/NOTES.md): UBLK_TS_QUEUE_WAIT=event always waits through the event loop. */
+const ALWAYS_EVENT_LOOP = process.env.UBLK_TS_QUEUE_WAIT === "event";
 
 export interface QueueConfig {
   devId: number;
@@ -68,6 +82,11 @@ export class QueueLoop<S = unknown> implements QueueContext<S> {
   private readonly buffers: ArrayBuffer;
   private live = 0; // tags not yet aborted
   private flushScheduled = false;
+  /** Target Promises not yet settled: while any is, the event loop drives wake-ups. */
+  private asyncPending = 0;
+  private inSyncLoop = false;
+  private syncScheduled = false;
+  private polling = false;
   private errorsLogged = 0;
   private resolveDone!: () => void;
   /** Resolves once every tag was aborted by the driver (device stopped) or the queue was closed. */
@@ -86,7 +105,11 @@ export class QueueLoop<S = unknown> implements QueueContext<S> {
       this.resolveDone = r;
     });
     // Room for a command and a target operation per tag, plus slack for multi-op targets.
-    this.ring = new Ring({ entries: Math.max(8, 2 * cfg.depth), cqEntries: 4 * cfg.depth });
+    this.ring = new Ring({
+      entries: Math.max(8, 2 * cfg.depth),
+      cqEntries: 4 * cfg.depth,
+      flags: RING_FLAGS,
+    });
     const page = native.pageSize;
     this.iods = native.mmapFile(
       cfg.charFd,
@@ -101,8 +124,8 @@ export class QueueLoop<S = unknown> implements QueueContext<S> {
     for (let tag = 0; tag < cfg.depth; tag++) {
       const buf = new Uint8Array(this.buffers, tag * cfg.bufSize, cfg.bufSize);
       this.requests.push(new Request(cfg.qid, tag, buf, base + tag * cfg.bufSize));
-      this.onSettled.push((res) => this.settle(tag, res));
-      this.onFailed.push((err) => this.settle(tag, this.errorResult(err)));
+      this.onSettled.push((res) => this.settleAsync(tag, res));
+      this.onFailed.push((err) => this.settleAsync(tag, this.errorResult(err)));
     }
   }
 
@@ -115,8 +138,49 @@ export class QueueLoop<S = unknown> implements QueueContext<S> {
     await this.target.initQueue?.(this);
     for (let tag = 0; tag < this.depth; tag++) this.sendCmd(tag, U.UBLK_U_IO_FETCH_REQ, 0);
     this.live = this.depth;
-    this.ring.poll(this.onWake);
     this.ring.submit();
+    if (ALWAYS_EVENT_LOOP) this.enterEventMode();
+    else this.scheduleSync();
+  }
+
+  private scheduleSync(): void {
+    if (this.syncScheduled || ALWAYS_EVENT_LOOP) return;
+    this.syncScheduled = true;
+    setImmediate(this.runSync);
+  }
+
+  /** The blocking loop: submit what is ready, sleep in the kernel until the next CQE, serve it. */
+  private runSync = (): void => {
+    this.syncScheduled = false;
+    const ring = this.ring;
+    if (ring.isClosed || this.asyncPending > 0 || this.live === 0) return;
+    this.inSyncLoop = true;
+    try {
+      for (let batch = 0; batch < BATCHES_PER_YIELD; batch++) {
+        if (!ring.submitAndWaitFor(IDLE_YIELD_NS) && ring.ready === 0) break;
+        ring.reap(this.onCqe);
+        if (this.live === 0 || this.asyncPending > 0 || ring.isClosed) break;
+      }
+    } finally {
+      this.inSyncLoop = false;
+    }
+    if (ring.isClosed) return;
+    if (this.live === 0) {
+      ring.submit();
+      this.finish();
+    } else if (this.asyncPending > 0) this.enterEventMode();
+    else this.scheduleSync();
+  };
+
+  /** Hands wake-ups to the event loop (the ring's eventfd) while target Promises are pending. */
+  private enterEventMode(): void {
+    if (!this.polling) {
+      this.ring.poll(this.onWake);
+      this.polling = true;
+    }
+    // CQEs posted before the eventfd was watched signal nothing: look once now.
+    this.ring.submit();
+    if (this.ring.ready > 0) this.scheduleFlush();
   }
 
   private onWake = (): void => {
@@ -192,8 +256,15 @@ export class QueueLoop<S = unknown> implements QueueContext<S> {
   private apply(tag: number, result: IoResult): void {
     if (typeof result === "number") this.settle(tag, result);
     else if (result !== QUEUED) {
+      this.asyncPending++;
       result.then(this.onSettled[tag], this.onFailed[tag]);
     }
+  }
+
+  private settleAsync(tag: number, res: number): void {
+    this.asyncPending--;
+    this.settle(tag, res);
+    if (this.asyncPending === 0) this.scheduleSync();
   }
 
   private errorResult(err: unknown): number {
@@ -214,6 +285,11 @@ export class QueueLoop<S = unknown> implements QueueContext<S> {
     if (res === 0 && (req.op === U.UBLK_IO_OP_READ || req.op === U.UBLK_IO_OP_WRITE)) res = -EIO;
     else if (res > req.length) res = req.length;
     this.sendCmd(tag, U.UBLK_U_IO_COMMIT_AND_FETCH_REQ, res);
+    // The blocking loop submits with its next wait; otherwise commit at the end of this tick.
+    if (!this.inSyncLoop) this.scheduleFlush();
+  }
+
+  private scheduleFlush(): void {
     if (!this.flushScheduled && !this.ring.isClosed) {
       this.flushScheduled = true;
       queueMicrotask(this.flush);

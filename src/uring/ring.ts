@@ -117,6 +117,17 @@ export class Ring {
     return ret;
   }
 
+  /**
+   * Submits pending SQEs and blocks this thread until a CQE is ready or `timeoutNs` passes: the one
+   * system call of a synchronous serving loop. Returns false when the wait timed out or was interrupted.
+   */
+  submitAndWaitFor(timeoutNs: number, flags = 0): boolean {
+    const ret = native.ringEnter(this.handle, this.pending, 1, flags | C.IORING_ENTER_GETEVENTS, timeoutNs);
+    if (ret >= 0) return true;
+    if (ret === -62 || ret === -4 || ret === -11 || ret === -16) return false; // ETIME, EINTR, EAGAIN, EBUSY
+    throw new RingError(-ret, `io_uring_enter failed: errno ${-ret}`);
+  }
+
   /** Submits and blocks this thread until at least `count` CQEs are ready (EINTR is retried). */
   submitAndWait(count: number): void {
     while (this.ready < count) {

@@ -37,6 +37,25 @@ test("NOP round trip carries user data back", () => {
   }
 });
 
+test("submitAndWaitFor submits, returns at the first CQE, and gives up after its timeout", () => {
+  const ring = new Ring({ entries: 4, flags: 1 << 8 /* COOP_TASKRUN, as the queue loop uses */ });
+  try {
+    ring.prepNop(ring.sqe(), 11);
+    assert.equal(ring.submitAndWaitFor(5e9), true);
+    assert.equal(ring.pending, 0);
+    const seen: number[] = [];
+    ring.reap((ud) => seen.push(ud));
+    assert.deepEqual(seen, [11]);
+    const t0 = process.hrtime.bigint();
+    assert.equal(ring.submitAndWaitFor(30e6), false, "nothing in flight: the wait must time out");
+    const waitedMs = Number(process.hrtime.bigint() - t0) / 1e6;
+    assert.ok(waitedMs >= 25 && waitedMs < 2000, `waited ${waitedMs} ms for a 30 ms timeout`);
+    assert.equal(ring.ready, 0);
+  } finally {
+    ring.close();
+  }
+});
+
 test("write then read a temp file through the ring returns the same bytes", () => {
   const path = join(dir, "rw.bin");
   writeFileSync(path, Buffer.alloc(0));
