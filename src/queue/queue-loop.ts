@@ -14,6 +14,7 @@ import { type IoRequest, type IoResult, QUEUED, type QueueContext, type Target }
 import * as U from "../uapi/ublk_cmd.js";
 import { IORING_SETUP_COOP_TASKRUN, SQE_CMD } from "../uring/constants.js";
 import { Ring } from "../uring/ring.js";
+import { BufferPool, type PooledBuffer } from "./buffer-pool.js";
 
 const EIO = 5;
 const EOPNOTSUPP = 95;
@@ -49,22 +50,38 @@ export interface QueueConfig {
   flags: number;
 }
 
+const NO_BUFFER = new Uint8Array(0);
+
 class Request implements IoRequest {
   op = 0;
   flags = 0;
   offset = 0;
   length = 0;
+  /** Set in NEED_GET_DATA mode while the request holds a buffer from the pool. */
+  pooled: PooledBuffer | null = null;
   private view: Uint8Array | null = null;
   constructor(
     readonly qid: number,
     readonly tag: number,
-    readonly buffer: Uint8Array,
-    readonly address: number,
+    public buffer: Uint8Array,
+    public address: number,
   ) {}
   get data(): Uint8Array {
-    if (this.view === null || this.view.length !== this.length)
+    if (this.view === null || this.view.length !== this.length || this.view.buffer !== this.buffer.buffer)
       this.view = this.buffer.subarray(0, this.length);
     return this.view;
+  }
+  attach(buf: PooledBuffer): void {
+    this.pooled = buf;
+    this.buffer = buf.bytes;
+    this.address = buf.address;
+  }
+  detach(): PooledBuffer | null {
+    const buf = this.pooled;
+    this.pooled = null;
+    this.buffer = NO_BUFFER;
+    this.address = 0;
+    return buf;
   }
 }
 
@@ -79,7 +96,8 @@ export class QueueLoop<S = unknown> implements QueueContext<S> {
   private readonly tagState: Uint8Array;
   private readonly onSettled: ((res: number) => void)[] = [];
   private readonly onFailed: ((err: unknown) => void)[] = [];
-  private readonly buffers: ArrayBuffer;
+  /** NEED_GET_DATA mode: buffers come from here when a request needs one, not one per tag. */
+  readonly pool: BufferPool | null;
   private live = 0; // tags not yet aborted
   private flushScheduled = false;
   /** Target Promises not yet settled: while any is, the event loop drives wake-ups. */
@@ -119,11 +137,13 @@ export class QueueLoop<S = unknown> implements QueueContext<S> {
     );
     this.iodView = new DataView(this.iods);
     this.tagState = new Uint8Array(cfg.depth);
-    this.buffers = native.allocBuffer(cfg.depth * cfg.bufSize);
-    const base = native.bufferAddress(this.buffers);
+    const needGetData = (cfg.flags & U.UBLK_F_NEED_GET_DATA) !== 0;
+    this.pool = needGetData ? new BufferPool(cfg.bufSize) : null;
+    const buffers = needGetData ? null : native.allocBuffer(cfg.depth * cfg.bufSize);
+    const base = buffers ? native.bufferAddress(buffers) : 0;
     for (let tag = 0; tag < cfg.depth; tag++) {
-      const buf = new Uint8Array(this.buffers, tag * cfg.bufSize, cfg.bufSize);
-      this.requests.push(new Request(cfg.qid, tag, buf, base + tag * cfg.bufSize));
+      const buf = buffers ? new Uint8Array(buffers, tag * cfg.bufSize, cfg.bufSize) : NO_BUFFER;
+      this.requests.push(new Request(cfg.qid, tag, buf, buffers ? base + tag * cfg.bufSize : 0));
       this.onSettled.push((res) => this.settleAsync(tag, res));
       this.onFailed.push((err) => this.settleAsync(tag, this.errorResult(err)));
     }
@@ -157,7 +177,9 @@ export class QueueLoop<S = unknown> implements QueueContext<S> {
     this.inSyncLoop = true;
     try {
       for (let batch = 0; batch < BATCHES_PER_YIELD; batch++) {
-        if (!ring.submitAndWaitFor(IDLE_YIELD_NS) && ring.ready === 0) break;
+        const woke = ring.submitAndWaitFor(IDLE_YIELD_NS);
+        this.recycleBuffers();
+        if (!woke && ring.ready === 0) break;
         ring.reap(this.onCqe);
         if (this.live === 0 || this.asyncPending > 0 || ring.isClosed) break;
       }
@@ -188,6 +210,7 @@ export class QueueLoop<S = unknown> implements QueueContext<S> {
     do {
       this.ring.reap(this.onCqe);
       this.ring.submit();
+      this.recycleBuffers();
     } while (this.ring.ready > 0);
     if (this.live === 0) this.finish();
   };
@@ -198,8 +221,12 @@ export class QueueLoop<S = unknown> implements QueueContext<S> {
     if (kind === KIND_CMD) {
       this.tagState[tag] &= ~TAG_CMD_INFLIGHT;
       if (res === U.UBLK_IO_RES_OK) this.dispatch(tag);
-      else if (res === U.UBLK_IO_RES_NEED_GET_DATA) this.sendCmd(tag, U.UBLK_U_IO_NEED_GET_DATA, 0);
-      else this.retire(tag, res);
+      else if (res === U.UBLK_IO_RES_NEED_GET_DATA) {
+        // The driver copies the WRITE's data into the buffer this command names: take one now.
+        const req = this.requests[tag];
+        if (this.pool !== null && req.pooled === null) req.attach(this.pool.acquire());
+        this.sendCmd(tag, U.UBLK_U_IO_NEED_GET_DATA, 0);
+      } else this.retire(tag, res);
     } else if (kind === KIND_TARGET) {
       const complete = this.target.complete;
       if (!complete) {
@@ -225,6 +252,8 @@ export class QueueLoop<S = unknown> implements QueueContext<S> {
     req.flags = opFlags & ~0xff;
     req.length = v.getUint32(off + 4, true) * 512;
     req.offset = (v.getUint32(off + 8, true) + v.getUint32(off + 12, true) * 0x100000000) * 512;
+    if (this.pool !== null && req.op === U.UBLK_IO_OP_READ && req.pooled === null)
+      req.attach(this.pool.acquire());
     this.tagState[tag] |= TAG_SERVING;
     let result: IoResult;
     try {
@@ -285,6 +314,9 @@ export class QueueLoop<S = unknown> implements QueueContext<S> {
     if (res === 0 && (req.op === U.UBLK_IO_OP_READ || req.op === U.UBLK_IO_OP_WRITE)) res = -EIO;
     else if (res > req.length) res = req.length;
     this.sendCmd(tag, U.UBLK_U_IO_COMMIT_AND_FETCH_REQ, res);
+    // The kernel copies a READ's data out of the buffer while it handles the commit, so the buffer
+    // goes back to the pool once that commit has been submitted.
+    if (req.pooled !== null) this.pool?.retire(req.detach() as PooledBuffer);
     // The blocking loop submits with its next wait; otherwise commit at the end of this tick.
     if (!this.inSyncLoop) this.scheduleFlush();
   }
@@ -301,8 +333,13 @@ export class QueueLoop<S = unknown> implements QueueContext<S> {
     this.flushScheduled = false;
     if (this.ring.isClosed) return;
     if (this.ring.pending > 0) this.ring.submit();
+    this.recycleBuffers();
     if (this.ring.ready > 0) this.onWake();
   };
+
+  private recycleBuffers(): void {
+    if (this.pool !== null && this.ring.pending === 0) this.pool.recycle();
+  }
 
   private sendCmd(tag: number, cmdOp: number, result: number): void {
     if (this.tagState[tag] & TAG_DONE || this.ring.isClosed) return;
