@@ -6,6 +6,9 @@ import { closeSync, constants, existsSync, openSync, readdirSync } from "node:fs
 import { native } from "../native.js";
 import * as U from "../uapi/ublk_cmd.js";
 import { IOSQE_ASYNC, SQE_CMD, SQE_FLAGS } from "../uring/constants.js";
+
+const ECANCELED = 125;
+
 import { Ring } from "../uring/ring.js";
 import { UblkError } from "./errors.js";
 
@@ -163,7 +166,10 @@ export class ControlDevice {
   }
 
   private async run(cmd: CtrlCommand): Promise<{ res: number; buf: DataView }> {
-    const out = await this.send(cmd);
+    let out = await this.send(cmd);
+    // The driver never answers ECANCELED itself: io-wq gives it when it could not start a worker for
+    // the command (seen with a signal pending at that moment), so the command never ran. Send again.
+    for (let retry = 0; retry < 3 && out.res === -ECANCELED; retry++) out = await this.send(cmd);
     if (out.res < 0)
       throw new UblkError(CMD_NAMES.get(cmd.op) ?? `cmd 0x${cmd.op.toString(16)}`, -out.res, cmd.devId);
     return out;
