@@ -72,3 +72,58 @@ test("parameters reach the block layer; each queue thread is pinned to its CPUs"
   assert.match(bad.stderr, /^ublk: logical block size 1000/);
   assert.equal(ublk("del", "-n", String(id)).code, 0);
 });
+
+test("io_min, chunk, write cache, FUA, discard and write-zeroes limits reach sysfs and GET_PARAMS", {
+  skip: skipReason,
+}, () => {
+  sh("truncate -s 64M /tmp/par-img");
+  const id = addDevice(
+    ...["-t", "loop", "-q", "1", "--io_min", "8192", "--chunk_sectors", "256", "--wc", "1", "--fua", "1"],
+    ...["--discard_granularity", "8192", "--max_discard_sectors", "4096", "--max_discard_segments", "1"],
+    ...["--max_write_zeroes_sectors", "2048", "/tmp/par-img"],
+  );
+  const q = (name: string) => readFileSync(`/sys/block/ublkb${id}/queue/${name}`, "utf8").trim();
+  assert.equal(q("minimum_io_size"), "8192");
+  assert.equal(q("chunk_sectors"), "256");
+  assert.equal(q("write_cache"), "write back");
+  assert.equal(q("fua"), "1");
+  assert.equal(q("discard_granularity"), "8192");
+  assert.equal(q("discard_max_bytes"), String(4096 * 512));
+  assert.equal(q("max_discard_segments"), "1");
+  assert.equal(q("write_zeroes_max_bytes"), String(2048 * 512));
+  // list -v prints what GET_PARAMS returns from the driver.
+  const v = ublk("list", "-n", String(id), "-v").stdout;
+  assert.match(v, /io_min 8192 /);
+  assert.match(v, /chunk_sectors 256 /);
+  assert.match(
+    v,
+    /discard_granularity 8192 .*max_discard_sectors 4096 max_write_zeroes_sectors 2048 max_discard_segments 1/,
+  );
+  // Without a volatile cache the block layer sends no flushes and says so.
+  const wt = addDevice("-t", "null", "-q", "1", "--size", "64M", "--wc", "0", "--fua", "0");
+  assert.equal(readFileSync(`/sys/block/ublkb${wt}/queue/write_cache`, "utf8").trim(), "write through");
+  assert.equal(readFileSync(`/sys/block/ublkb${wt}/queue/fua`, "utf8").trim(), "0");
+  assert.equal(ublk("del", "-n", String(wt)).code, 0);
+  assert.equal(ublk("del", "-n", String(id)).code, 0);
+});
+
+test("-g (NEED_GET_DATA): mkfs.ext4, files written and read back, fsck clean", { skip: skipReason }, () => {
+  sh(
+    "modprobe ext4; truncate -s 64M /tmp/ngfs-img && dd if=/dev/urandom of=/tmp/ngfs-src bs=1M count=2 status=none",
+  );
+  const id = addDevice("-t", "loop", "-g", "-q", "2", "/tmp/ngfs-img");
+  const dev = `/dev/ublkb${id}`;
+  sh(`mkfs.ext4 -q -F ${dev} && mkdir -p /tmp/ngfs-mnt && mount ${dev} /tmp/ngfs-mnt`);
+  try {
+    sh("for i in 1 2 3 4; do cp /tmp/ngfs-src /tmp/ngfs-mnt/f$i; done; sync");
+    sh(
+      "umount /tmp/ngfs-mnt && mount " +
+        dev +
+        " /tmp/ngfs-mnt && for i in 1 2 3 4; do cmp /tmp/ngfs-src /tmp/ngfs-mnt/f$i; done",
+    );
+  } finally {
+    sh("umount /tmp/ngfs-mnt", { allowFail: true });
+  }
+  sh(`fsck.ext4 -fn ${dev}`);
+  assert.equal(ublk("del", "-n", String(id)).code, 0);
+});

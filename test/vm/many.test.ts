@@ -12,6 +12,7 @@ import {
   listedIds,
   sh,
   skipReason,
+  sleep,
   ublk,
   ublkNodes,
   waitFor,
@@ -118,4 +119,39 @@ test(`add/del ${CYCLES} times in a row leaves no device node, no daemon and no e
   assert.deepEqual(ublkNodes(), [], "device nodes left behind");
   assert.ok(await waitFor(() => daemonPids().length === 0, 10_000), `daemons left: ${daemonPids()}`);
   assert.equal(readdirSync("/proc/self/fd").length, fdsBefore, "the test process gained or lost fds");
+});
+
+test("the API: 50 create/stop cycles in one process leave no device, fd or thread behind", {
+  skip: skipReason,
+}, async () => {
+  const { UblkDevice } = await import("../../src/device.js");
+  // Worker threads end asynchronously after stop(); count once they are gone.
+  const threads = () => readdirSync("/proc/self/task").length;
+  let fdsBefore = 0;
+  let threadsBefore = 0;
+  // Cycle 0 warms up what a process keeps for good (libuv's threads, module loading); count after it.
+  for (let i = 0; i <= 50; i++) {
+    if (i === 1) {
+      await sleep(500);
+      fdsBefore = readdirSync("/proc/self/fd").length;
+      threadsBefore = threads();
+    }
+    const dev = await UblkDevice.create({
+      target: "null",
+      targetOptions: { size: "16M" },
+      queues: 2,
+      depth: 16,
+      log: () => {},
+    });
+    assert.ok(existsSync(dev.blockDevice), `cycle ${i}: ${dev.blockDevice} missing`);
+    const id = dev.info.devId;
+    await dev.stop();
+    assert.ok(!existsSync(`/dev/ublkb${id}`) && !existsSync(`/dev/ublkc${id}`), `cycle ${i}: nodes left`);
+  }
+  assert.deepEqual(ublkNodes(), [], "device nodes left behind");
+  assert.ok(
+    await waitFor(() => threads() <= threadsBefore, 10_000),
+    `threads: ${threadsBefore} -> ${threads()}`,
+  );
+  assert.equal(readdirSync("/proc/self/fd").length, fdsBefore, "the process gained or lost fds");
 });

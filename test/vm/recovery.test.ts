@@ -184,3 +184,50 @@ test("ext4 survives three kill/recover cycles during writes; fsck is clean", {
   sh(`fsck.ext4 -fn ${dev}`);
   assert.equal(ublk("del", "-n", String(id)).code, 0);
 });
+
+// A target that holds every write while /tmp/stall-on exists: the write is then certainly in the
+// dead daemon's hands when it is killed, so what the application sees is deterministic.
+const STALL_TARGET = `
+import { existsSync } from "node:fs";
+export default {
+  name: "stall",
+  open: () => ({ size: 16 * 1024 * 1024, state: null }),
+  read(req) { req.buffer.fill(0, 0, req.length); return req.length; },
+  write(req) { return existsSync("/tmp/stall-on") ? new Promise(() => {}) : req.length; },
+};`;
+
+for (const reissue of [false, true]) {
+  const what = reissue
+    ? "-r 1 -i 1: a write held by the killed daemon is reissued to the new one and succeeds"
+    : "-r 1 -i 0: a write held by the killed daemon fails with EIO; new IO works after recovery";
+  test(what, { skip: skipReason }, async () => {
+    sh(`cat > /tmp/stall-target.mjs <<'JS'\n${STALL_TARGET}\nJS`);
+    const id = addDevice("-t", "/tmp/stall-target.mjs", "-r", "1", "-i", reissue ? "1" : "0", "-q", "1");
+    const dev = `/dev/ublkb${id}`;
+    sh("touch /tmp/stall-on");
+    const dd = spawn("dd", ["if=/dev/zero", `of=${dev}`, "bs=4k", "count=1", "oflag=direct"], {
+      stdio: ["ignore", "ignore", "pipe"],
+    });
+    let ddErr = "";
+    dd.stderr.on("data", (d) => {
+      ddErr += d;
+    });
+    const ddExit = new Promise<number>((r) => dd.on("exit", (c) => r(c ?? -1)));
+    await sleep(2000);
+    assert.equal(dd.exitCode, null, "the write should be held by the target");
+    process.kill(info(id).daemon_pid, "SIGKILL");
+    await waitState(id, "QUIESCED");
+    sh("rm -f /tmp/stall-on");
+    const rec = ublk("recover", "-n", String(id));
+    assert.equal(rec.code, 0, rec.stderr);
+    const code = await Promise.race([ddExit, sleep(60_000).then(() => "hung" as const)]);
+    assert.notEqual(code, "hung", "the held write neither completed nor failed after recovery");
+    if (reissue) assert.equal(code, 0, `dd failed: ${ddErr}`);
+    else {
+      assert.notEqual(code, 0, "without reissue the held write must fail");
+      assert.match(ddErr, /Input\/output error/);
+    }
+    sh(`dd if=/dev/zero of=${dev} bs=4k count=4 seek=8 oflag=direct status=none`);
+    assert.equal(ublk("del", "-n", String(id)).code, 0);
+  });
+}
