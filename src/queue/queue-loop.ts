@@ -12,7 +12,12 @@
 import { native } from "../native.js";
 import { type IoRequest, type IoResult, QUEUED, type QueueContext, type Target } from "../targets/target.js";
 import * as U from "../uapi/ublk_cmd.js";
-import { IORING_SETUP_COOP_TASKRUN, SQE_CMD } from "../uring/constants.js";
+import {
+  IORING_SETUP_COOP_TASKRUN,
+  IORING_SETUP_DEFER_TASKRUN,
+  IORING_SETUP_SINGLE_ISSUER,
+  SQE_CMD,
+} from "../uring/constants.js";
 import { Ring } from "../uring/ring.js";
 import { BufferPool, type PooledBuffer } from "./buffer-pool.js";
 
@@ -33,8 +38,16 @@ const TAG_DONE = 4; // aborted: the queue is going away
 const IDLE_YIELD_NS = 100_000_000;
 /** Busy wake-ups served back to back before the event loop gets a turn. */
 const BATCHES_PER_YIELD = 64;
-/** Ring setup: task work runs when this thread enters the kernel anyway, never by interrupting it. */
-const RING_FLAGS = Number(process.env.UBLK_TS_RING_FLAGS ?? IORING_SETUP_COOP_TASKRUN);
+/**
+ * Ring setup: completions wait as task work until this thread asks for events (it always does, in
+ * its wait or on an eventfd wake-up), so the kernel never interrupts it. DEFER_TASKRUN needs Linux
+ * 6.1 and SINGLE_ISSUER (each ring is only used by its queue thread); older kernels get COOP_TASKRUN.
+ */
+const RING_FLAGS = Number(
+  process.env.UBLK_TS_RING_FLAGS ??
+    IORING_SETUP_COOP_TASKRUN | IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN,
+);
+const RING_FLAGS_FALLBACK = IORING_SETUP_COOP_TASKRUN;
 /** Benchmark lever (bench/NOTES.md): UBLK_TS_QUEUE_WAIT=event always waits through the event loop. */
 const ALWAYS_EVENT_LOOP = process.env.UBLK_TS_QUEUE_WAIT === "event";
 
@@ -123,11 +136,13 @@ export class QueueLoop<S = unknown> implements QueueContext<S> {
       this.resolveDone = r;
     });
     // Room for a command and a target operation per tag, plus slack for multi-op targets.
-    this.ring = new Ring({
-      entries: Math.max(8, 2 * cfg.depth),
-      cqEntries: 4 * cfg.depth,
-      flags: RING_FLAGS,
-    });
+    const ringOptions = { entries: Math.max(8, 2 * cfg.depth), cqEntries: 4 * cfg.depth };
+    try {
+      this.ring = new Ring({ ...ringOptions, flags: RING_FLAGS });
+    } catch (err) {
+      if ((err as { code?: string }).code !== "E22") throw err; // EINVAL: flags this kernel lacks
+      this.ring = new Ring({ ...ringOptions, flags: RING_FLAGS_FALLBACK });
+    }
     const page = native.pageSize;
     this.iods = native.mmapFile(
       cfg.charFd,

@@ -78,38 +78,43 @@ test("write then read a temp file through the ring returns the same bytes", () =
   }
 });
 
-test("a completion wakes a JS callback while the event loop stays free", async () => {
-  const ring = new Ring({ entries: 4 });
-  const fifo = join(dir, "wake.fifo");
-  // A pipe read stays pending until the timer writes, so the event loop must keep turning meanwhile.
-  const { execFileSync } = await import("node:child_process");
-  execFileSync("mkfifo", [fifo]);
-  const rfd = openSync(fifo, "r+");
-  const buf = native.allocBuffer(4096);
-  try {
-    let timerRan = false;
-    const woke = new Promise<number>((resolve) => {
-      ring.poll(() => {
-        ring.reap((ud, res) => {
-          if (ud === 7) resolve(res);
+for (const [name, flags] of [
+  ["", 0],
+  [" (DEFER_TASKRUN ring, as queues use)", (1 << 8) | (1 << 12) | (1 << 13)],
+] as const) {
+  test(`a completion wakes a JS callback while the event loop stays free${name}`, async () => {
+    const ring = new Ring({ entries: 4, flags });
+    const fifo = join(dir, `wake${flags}.fifo`);
+    // A pipe read stays pending until the timer writes, so the event loop must keep turning meanwhile.
+    const { execFileSync } = await import("node:child_process");
+    execFileSync("mkfifo", [fifo]);
+    const rfd = openSync(fifo, "r+");
+    const buf = native.allocBuffer(4096);
+    try {
+      let timerRan = false;
+      const woke = new Promise<number>((resolve) => {
+        ring.poll(() => {
+          ring.reap((ud, res) => {
+            if (ud === 7) resolve(res);
+          });
         });
       });
-    });
-    ring.prepRead(ring.sqe(), rfd, native.bufferAddress(buf), 4096, 0, 7);
-    ring.submit();
-    setTimeout(() => {
-      timerRan = true;
-      writeFileSync(fifo, "hello");
-    }, 50);
-    const res = await woke;
-    assert.ok(timerRan, "completion arrived before the timer: the loop was not needed");
-    assert.equal(res, 5);
-    assert.equal(Buffer.from(buf, 0, 5).toString(), "hello");
-  } finally {
-    ring.close();
-    closeSync(rfd);
-  }
-});
+      ring.prepRead(ring.sqe(), rfd, native.bufferAddress(buf), 4096, 0, 7);
+      ring.submit();
+      setTimeout(() => {
+        timerRan = true;
+        writeFileSync(fifo, "hello");
+      }, 50);
+      const res = await woke;
+      assert.ok(timerRan, "completion arrived before the timer: the loop was not needed");
+      assert.equal(res, 5);
+      assert.equal(Buffer.from(buf, 0, 5).toString(), "hello");
+    } finally {
+      ring.close();
+      closeSync(rfd);
+    }
+  });
+}
 
 test("a read on a bad fd completes with -EBADF", () => {
   const ring = new Ring({ entries: 4 });

@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { after, test } from "node:test";
 import { fileURLToPath } from "node:url";
-import { addDevice, deleteAll, sh, skipReason, ublk } from "./helpers.js";
+import { addDevice, deleteAll, fio, sh, skipReason, ublk } from "./helpers.js";
 
 const example = fileURLToPath(new URL("../../../examples/ram-target.js", import.meta.url));
 
@@ -37,5 +37,33 @@ JS`);
   assert.notEqual(bad.code, 0, "the read of the failing sector should fail");
   const good = sh(`dd if=${dev} bs=4k skip=2 count=1 iflag=direct status=none | od -An -tu1 | head -1`);
   assert.match(good.stdout, /^\s*7\s+7\s+7/);
+  assert.equal(ublk("del", "-n", String(id)).code, 0);
+});
+
+test("an async target (Promises settled from the event loop) serves data correctly, also under fio", {
+  skip: skipReason,
+}, () => {
+  // Every request completes from a timer or setImmediate, so the queue must wait on its event loop
+  // while Promises are pending and go back to its blocking wait after.
+  const mod = "/tmp/async-target.mjs";
+  sh(`cat > ${mod} <<'JS'
+const later = (fn) => new Promise((resolve) => (Math.random() < 0.5 ? setImmediate : setTimeout)(() => resolve(fn())));
+export default {
+  name: "async-ram",
+  open: () => ({ size: 8 * 1024 * 1024, state: new SharedArrayBuffer(8 * 1024 * 1024) }),
+  read: (req, { state }) => later(() => (req.buffer.set(new Uint8Array(state, req.offset, req.length)), req.length)),
+  write: (req, { state }) => later(() => (new Uint8Array(state, req.offset, req.length).set(req.data), req.length)),
+};
+JS`);
+  const id = addDevice("-t", mod, "-q", "2");
+  const dev = `/dev/ublkb${id}`;
+  sh("dd if=/dev/urandom of=/tmp/async-src bs=1M count=8 status=none");
+  sh(`dd if=/tmp/async-src of=${dev} bs=64k oflag=direct status=none`);
+  sh(`cmp /tmp/async-src ${dev}`);
+  const r = fio(
+    `--name=a --filename=${dev} --rw=randrw --bs=4k --direct=1 --ioengine=io_uring --iodepth=8 --size=8M --time_based --runtime=3`,
+  );
+  assert.equal(r.jobs[0].error, 0);
+  assert.ok(r.jobs[0].read.io_bytes > 0 && r.jobs[0].write.io_bytes > 0);
   assert.equal(ublk("del", "-n", String(id)).code, 0);
 });
