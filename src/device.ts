@@ -76,14 +76,21 @@ class QueueThread {
   readonly worker: Worker;
   info: QueueInfo | null = null;
   readonly ready: Promise<QueueInfo>;
+  /** The thread started and loaded its target; it waits for start(charFd). */
+  readonly prepared: Promise<void>;
   readonly exited: Promise<void>;
   private done = false;
+  private onPrepared!: () => void;
 
   constructor(data: QueueWorkerData, log: (m: string) => void) {
     this.worker = new Worker(new URL("./queue/worker.js", import.meta.url), { workerData: data });
+    this.prepared = new Promise((resolve) => {
+      this.onPrepared = resolve;
+    });
     this.ready = new Promise((resolve, reject) => {
       this.worker.on("message", (m: QueueWorkerMessage) => {
-        if (m.type === "ready") {
+        if (m.type === "prepared") this.onPrepared();
+        else if (m.type === "ready") {
           this.info = { qid: data.cfg.qid, tid: m.tid, cpus: m.cpus };
           resolve(this.info);
         } else if (m.type === "log") log(m.message);
@@ -96,7 +103,14 @@ class QueueThread {
       );
     });
     this.ready.catch(() => {});
+    // A thread that fails before it is prepared settles `ready` with the error; let that win.
+    this.ready.catch(() => this.onPrepared());
     this.exited = new Promise((resolve) => this.worker.on("exit", () => resolve()));
+  }
+
+  /** Hands the thread the device's char fd: it maps its descriptors and fetches every tag. */
+  start(charFd: number): void {
+    this.worker.postMessage({ type: "start", charFd });
   }
 
   get finished(): boolean {
@@ -110,16 +124,18 @@ class QueueThread {
   }
 }
 
-/** One thread per hardware queue, pinned where the driver suggests; resolves once all armed their tags. */
-async function startQueues(
+/**
+ * One thread per hardware queue, pinned where the driver suggests, started and with its target
+ * loaded, but not yet touching the device (see startQueues).
+ */
+async function prepareQueues(
   ctrl: ControlDevice,
   info: DevInfo,
-  charFd: number,
   targetUrl: string,
   setup: TargetSetup,
   threads: QueueThread[],
   log: (m: string) => void,
-): Promise<QueueInfo[]> {
+): Promise<void> {
   for (let qid = 0; qid < info.nrHwQueues; qid++) {
     const cpus = await ctrl.getQueueAffinity(info.devId, qid);
     const cfg = {
@@ -127,11 +143,20 @@ async function startQueues(
       qid,
       depth: info.queueDepth,
       bufSize: info.maxIoBufBytes,
-      charFd,
+      charFd: -1,
       flags: info.flags,
     };
     threads.push(new QueueThread({ cfg, targetUrl, state: setup.state, cpus }, log));
   }
+  await Promise.race([
+    Promise.all(threads.map((t) => t.prepared)),
+    Promise.all(threads.map((t) => t.ready)), // rejects first if a thread fails early
+  ]);
+}
+
+/** Prepared queues map their descriptors and arm every tag; resolves once all are ready. */
+function startQueues(threads: QueueThread[], charFd: number): Promise<QueueInfo[]> {
+  for (const t of threads) t.start(charFd);
   return Promise.all(threads.map((t) => t.ready));
 }
 
@@ -221,7 +246,8 @@ export class UblkDevice {
     try {
       charFd = await openCharDev(devId);
       await ctrl.setParams(devId, toUblkParams(params, setup.size, info.maxIoBufBytes));
-      const queueInfos = await startQueues(ctrl, info, charFd, targetUrl, setup, threads, log);
+      await prepareQueues(ctrl, info, targetUrl, setup, threads, log);
+      const queueInfos = await startQueues(threads, charFd);
       await ctrl.startDev(devId, process.pid);
       const live = await ctrl.getDevInfo(devId);
       return new UblkDevice(
@@ -270,16 +296,8 @@ export class UblkDevice {
         throw new DeviceError(
           `device ${devId} was created without user recovery (-r 1): it cannot be recovered`,
         );
-      const deadline = Date.now() + (opts.waitMs ?? 60_000);
-      for (;;) {
-        try {
-          await ctrl.startUserRecovery(devId);
-          break;
-        } catch (err) {
-          if (!(err instanceof UblkError && err.code === "EBUSY") || Date.now() > deadline) throw err;
-          await sleep(250);
-        }
-      }
+      // All the slow work first: between START_USER_RECOVERY and the first queue being ready the
+      // 6.12 driver cannot take over again should this daemon die (it answers EINVAL after that).
       setup = await target.open(opts.targetOptions ?? {});
       const kernelParams = await ctrl.getParams(devId);
       const sizeBytes = Number(kernelParams.basic.dev_sectors) * 512;
@@ -287,8 +305,24 @@ export class UblkDevice {
         throw new DeviceError(`target is ${setup.size} bytes, the device ${sizeBytes}`);
       const params = mergeParams(setup.params);
       params.logicalBlockSize = 1 << kernelParams.basic.logical_bs_shift;
+      await prepareQueues(ctrl, info, targetUrl, setup, threads, log);
+      const deadline = Date.now() + (opts.waitMs ?? 60_000);
+      for (;;) {
+        try {
+          await ctrl.startUserRecovery(devId);
+          break;
+        } catch (err) {
+          if (err instanceof UblkError && err.code === "EINVAL")
+            throw new DeviceError(
+              `device ${devId} cannot be recovered: an earlier recovery died before any queue was ready, ` +
+                `and this kernel refuses a new one after that; remove it with 'ublk del -n ${devId}'`,
+            );
+          if (!(err instanceof UblkError && err.code === "EBUSY") || Date.now() > deadline) throw err;
+          await sleep(250);
+        }
+      }
       charFd = await openCharDev(devId);
-      const queueInfos = await startQueues(ctrl, info, charFd, targetUrl, setup, threads, log);
+      const queueInfos = await startQueues(threads, charFd);
       await ctrl.endUserRecovery(devId, process.pid);
       const live = await ctrl.getDevInfo(devId);
       return new UblkDevice(

@@ -13,6 +13,7 @@ export interface QueueWorkerData {
 }
 
 export type QueueWorkerMessage =
+  | { type: "prepared" }
   | { type: "ready"; tid: number; cpus: number[] }
   | { type: "log"; message: string }
   | { type: "error"; message: string }
@@ -28,7 +29,21 @@ async function main(): Promise<void> {
     log(`queue ${data.cfg.qid}: cannot set affinity`);
   native.setIoFlusher();
   const target = await loadTarget(data.targetUrl);
-  const queue = new QueueLoop(data.cfg, target, data.state, log);
+  // Everything slow (thread start-up, module loading) is done before the device's char fd is handed
+  // over: during recovery the driver cannot take over again if a daemon dies between
+  // START_USER_RECOVERY and its first queue being ready, so that window must stay short.
+  const charFd = await new Promise<number | null>((resolve) => {
+    port.on("message", function first(m: { type: string; charFd?: number }) {
+      port.off("message", first);
+      resolve(m.type === "start" ? (m.charFd as number) : null);
+    });
+    post({ type: "prepared" });
+  });
+  if (charFd === null) {
+    port.close();
+    return;
+  }
+  const queue = new QueueLoop({ ...data.cfg, charFd }, target, data.state, log);
   port.on("message", (m: { type: string }) => {
     if (m.type === "close") queue.close();
   });

@@ -138,7 +138,9 @@ test("a daemon killed while recovering can be recovered again", { skip: skipReas
   sh(`dd if=/tmp/rr-src of=/dev/ublkb${id} bs=1M oflag=direct status=none`);
   process.kill(info(id).daemon_pid, "SIGKILL");
   await waitState(id, "QUIESCED");
-  // A foreground recovery is the daemon itself: kill it part-way through taking over.
+  // A foreground recovery is the daemon itself: kill it part-way through taking over. (6.12 cannot
+  // take over again after a daemon died between START_USER_RECOVERY and its first ready queue; the
+  // recovering daemon does its slow start-up before START, so that window is a few milliseconds.)
   const { spawn: spawnChild } = await import("node:child_process");
   const { CLI } = await import("./helpers.js");
   const rec = spawnChild(process.execPath, [CLI, "recover", "-n", String(id), "--foreground"], {
