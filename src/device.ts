@@ -102,8 +102,8 @@ class QueueThread {
         reject(new DeviceError(`queue ${data.cfg.qid} thread exited before it was ready`)),
       );
     });
-    this.ready.catch(() => {});
-    // A thread that fails before it is prepared settles `ready` with the error; let that win.
+    // A thread that fails before it is prepared settles `ready` with the error; let that win (this
+    // handler also keeps the rejection from going unhandled).
     this.ready.catch(() => this.onPrepared());
     this.exited = new Promise((resolve) => this.worker.on("exit", () => resolve()));
   }

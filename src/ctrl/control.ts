@@ -6,11 +6,10 @@ import { closeSync, constants, existsSync, openSync, readdirSync } from "node:fs
 import { native } from "../native.js";
 import * as U from "../uapi/ublk_cmd.js";
 import { IOSQE_ASYNC, SQE_CMD, SQE_FLAGS } from "../uring/constants.js";
-
-const ECANCELED = 125;
-
 import { Ring } from "../uring/ring.js";
 import { UblkError } from "./errors.js";
+
+const ECANCELED = 125;
 
 export const UBLK_CONTROL_PATH = "/dev/ublk-control";
 

@@ -89,12 +89,10 @@ class Request implements IoRequest {
     this.buffer = buf.bytes;
     this.address = buf.address;
   }
-  detach(): PooledBuffer | null {
-    const buf = this.pooled;
+  detach(): void {
     this.pooled = null;
     this.buffer = NO_BUFFER;
     this.address = 0;
-    return buf;
   }
 }
 
@@ -202,10 +200,8 @@ export class QueueLoop<S = unknown> implements QueueContext<S> {
       this.inSyncLoop = false;
     }
     if (ring.isClosed) return;
-    if (this.live === 0) {
-      ring.submit();
-      this.finish();
-    } else if (this.asyncPending > 0) this.enterEventMode();
+    if (this.live === 0) this.finish();
+    else if (this.asyncPending > 0) this.enterEventMode();
     else this.scheduleSync();
   };
 
@@ -331,7 +327,11 @@ export class QueueLoop<S = unknown> implements QueueContext<S> {
     this.sendCmd(tag, U.UBLK_U_IO_COMMIT_AND_FETCH_REQ, res);
     // The kernel copies a READ's data out of the buffer while it handles the commit, so the buffer
     // goes back to the pool once that commit has been submitted.
-    if (req.pooled !== null) this.pool?.retire(req.detach() as PooledBuffer);
+    const pooled = req.pooled;
+    if (pooled !== null) {
+      req.detach();
+      this.pool?.retire(pooled);
+    }
     // The blocking loop submits with its next wait; otherwise commit at the end of this tick.
     if (!this.inSyncLoop) this.scheduleFlush();
   }

@@ -5,6 +5,10 @@ import { readFileSync } from "node:fs";
 import { after, test } from "node:test";
 import { addDevice, deleteAll, fio, sh, skipReason, ublk } from "./helpers.js";
 
+/** /sys/block/ublkbN/queue/NAME */
+const queueAttr = (id: number, name: string) =>
+  readFileSync(`/sys/block/ublkb${id}/queue/${name}`, "utf8").trim();
+
 after(() => {
   if (!skipReason) deleteAll();
 });
@@ -54,7 +58,7 @@ test("parameters reach the block layer; each queue thread is pinned to its CPUs"
     "--read_only",
     "1",
   );
-  const q = (name: string) => readFileSync(`/sys/block/ublkb${id}/queue/${name}`, "utf8").trim();
+  const q = (name: string) => queueAttr(id, name);
   assert.equal(q("logical_block_size"), "4096");
   assert.equal(q("physical_block_size"), "4096");
   assert.equal(q("optimal_io_size"), "65536");
@@ -82,7 +86,7 @@ test("io_min, chunk, write cache, FUA, discard and write-zeroes limits reach sys
     ...["--discard_granularity", "8192", "--max_discard_sectors", "4096", "--max_discard_segments", "1"],
     ...["--max_write_zeroes_sectors", "2048", "/tmp/par-img"],
   );
-  const q = (name: string) => readFileSync(`/sys/block/ublkb${id}/queue/${name}`, "utf8").trim();
+  const q = (name: string) => queueAttr(id, name);
   assert.equal(q("minimum_io_size"), "8192");
   assert.equal(q("chunk_sectors"), "256");
   assert.equal(q("write_cache"), "write back");
@@ -101,8 +105,8 @@ test("io_min, chunk, write cache, FUA, discard and write-zeroes limits reach sys
   );
   // Without a volatile cache the block layer sends no flushes and says so.
   const wt = addDevice("-t", "null", "-q", "1", "--size", "64M", "--wc", "0", "--fua", "0");
-  assert.equal(readFileSync(`/sys/block/ublkb${wt}/queue/write_cache`, "utf8").trim(), "write through");
-  assert.equal(readFileSync(`/sys/block/ublkb${wt}/queue/fua`, "utf8").trim(), "0");
+  assert.equal(queueAttr(wt, "write_cache"), "write through");
+  assert.equal(queueAttr(wt, "fua"), "0");
   assert.equal(ublk("del", "-n", String(wt)).code, 0);
   assert.equal(ublk("del", "-n", String(id)).code, 0);
 });
