@@ -489,16 +489,25 @@ static napi_value buffer_address(napi_env env, napi_callback_info info) {
   return num(env, (double)(uintptr_t)data);
 }
 
-/* mmapFile(fd, offset, length, writable) -> ArrayBuffer. Must be released with munmapBuffer(). */
+/* mmapFile(fd, offset, length, writable, populate = true) -> ArrayBuffer. Must be released with
+ * munmapBuffer(). */
 static napi_value mmap_file(napi_env env, napi_callback_info info) {
-  napi_value argv[4];
-  if (get_args(env, info, 4, argv)) return NULL;
+  napi_value argv[5];
+  size_t argc = 5;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 4) {
+    napi_throw_type_error(env, NULL, "mmapFile(fd, offset, length, writable[, populate])");
+    return NULL;
+  }
   int fd = (int)arg_i64(env, argv[0]);
   off_t off = (off_t)arg_i64(env, argv[1]);
   size_t len = (size_t)arg_i64(env, argv[2]);
   bool writable = false;
   napi_get_value_bool(env, argv[3], &writable);
-  void *p = mmap(NULL, len, PROT_READ | (writable ? PROT_WRITE : 0), MAP_SHARED | MAP_POPULATE, fd, off);
+  bool populate = true;
+  if (argc > 4) napi_get_value_bool(env, argv[4], &populate);
+  void *p = mmap(NULL, len, PROT_READ | (writable ? PROT_WRITE : 0), MAP_SHARED | (populate ? MAP_POPULATE : 0),
+                 fd, off);
   if (p == MAP_FAILED) return throw_errno(env, "mmap", errno);
   napi_value ab;
   /* No finalizer unmaps it: the mapping pins the file (a ublk char device must be released before

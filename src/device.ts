@@ -232,7 +232,7 @@ export class UblkDevice {
         nrHwQueues: queues,
         queueDepth: depth,
         maxIoBufBytes,
-        flags: (opts.flags ?? 0) | U.UBLK_F_CMD_IOCTL_ENCODE,
+        flags: (opts.flags ?? 0) | (setup.flags ?? 0) | U.UBLK_F_CMD_IOCTL_ENCODE,
       });
     } catch (err) {
       ctrl.close();

@@ -30,7 +30,8 @@ export interface NativeAddon {
   /** Page-aligned anonymous memory, freed when the ArrayBuffer is collected. */
   allocBuffer(size: number): ArrayBuffer;
   bufferAddress(buffer: ArrayBuffer | ArrayBufferView): number;
-  mmapFile(fd: number, offset: number, length: number, writable: boolean): ArrayBuffer;
+  /** MAP_SHARED; MAP_POPULATE unless populate is false. */
+  mmapFile(fd: number, offset: number, length: number, writable: boolean, populate?: boolean): ArrayBuffer;
   munmapBuffer(buffer: ArrayBuffer): void;
   gettid(): number;
   setAffinity(cpus: readonly number[]): number;

@@ -54,7 +54,13 @@ export async function runDaemon(
     report({ type: "error", message });
     return 1;
   }
-  writeState({ devId: dev.devId, pid: process.pid, spec: { ...spec, devId: dev.devId }, queues: dev.queues });
+  writeState({
+    devId: dev.devId,
+    pid: process.pid,
+    spec: { ...spec, devId: dev.devId },
+    queues: dev.queues,
+    targetInfo: dev.setup.description ?? {},
+  });
   const { toUblkParams } = await import("../ctrl/params.js");
   const text = formatDevice(
     dev.info,

@@ -24,6 +24,8 @@ export interface DaemonState {
   pid: number;
   spec: AddSpec;
   queues: QueueInfo[];
+  /** What the target reported about itself (TargetSetup.description), for `list`. */
+  targetInfo?: Record<string, string | number | boolean>;
 }
 
 const statePath = (devId: number) => join(RUN_DIR, `${devId}.json`);

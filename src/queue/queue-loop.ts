@@ -78,7 +78,15 @@ class Request implements IoRequest {
     readonly tag: number,
     public buffer: Uint8Array,
     public address: number,
+    private readonly needGetData: boolean,
   ) {}
+  serveFrom(address: number): void {
+    // Without NEED_GET_DATA the commit's address is also the next request's buffer, so a WRITE would
+    // land in the target's memory: refuse.
+    if (!this.needGetData || this.op !== U.UBLK_IO_OP_READ)
+      throw new Error("serveFrom() needs a READ on a device with UBLK_F_NEED_GET_DATA");
+    this.address = address;
+  }
   get data(): Uint8Array {
     if (this.view === null || this.view.length !== this.length || this.view.buffer !== this.buffer.buffer)
       this.view = this.buffer.subarray(0, this.length);
@@ -101,6 +109,7 @@ export class QueueLoop<S = unknown> implements QueueContext<S> {
   readonly devId: number;
   readonly qid: number;
   readonly depth: number;
+  readonly flags: number;
   private readonly iods: ArrayBuffer;
   private readonly iodView: DataView;
   private readonly requests: Request[] = [];
@@ -130,6 +139,7 @@ export class QueueLoop<S = unknown> implements QueueContext<S> {
     this.devId = cfg.devId;
     this.qid = cfg.qid;
     this.depth = cfg.depth;
+    this.flags = cfg.flags;
     this.done = new Promise((r) => {
       this.resolveDone = r;
     });
@@ -156,7 +166,7 @@ export class QueueLoop<S = unknown> implements QueueContext<S> {
     const base = buffers ? native.bufferAddress(buffers) : 0;
     for (let tag = 0; tag < cfg.depth; tag++) {
       const buf = buffers ? new Uint8Array(buffers, tag * cfg.bufSize, cfg.bufSize) : NO_BUFFER;
-      this.requests.push(new Request(cfg.qid, tag, buf, buffers ? base + tag * cfg.bufSize : 0));
+      this.requests.push(new Request(cfg.qid, tag, buf, buffers ? base + tag * cfg.bufSize : 0, needGetData));
       this.onSettled.push((res) => this.settleAsync(tag, res));
       this.onFailed.push((err) => this.settleAsync(tag, this.errorResult(err)));
     }
@@ -233,9 +243,12 @@ export class QueueLoop<S = unknown> implements QueueContext<S> {
       this.tagState[tag] &= ~TAG_CMD_INFLIGHT;
       if (res === U.UBLK_IO_RES_OK) this.dispatch(tag);
       else if (res === U.UBLK_IO_RES_NEED_GET_DATA) {
-        // The driver copies the WRITE's data into the buffer this command names: take one now.
+        // The driver copies the WRITE's data into the memory this command names: the target's own
+        // (writeDestination) or a buffer from the pool, taken only now.
         const req = this.requests[tag];
-        if (this.pool !== null && req.pooled === null) req.attach(this.pool.acquire());
+        const dest = this.writeDestination(req);
+        if (dest > 0) req.address = dest;
+        else if (this.pool !== null && req.pooled === null) req.attach(this.pool.acquire());
         this.sendCmd(tag, U.UBLK_U_IO_NEED_GET_DATA, 0);
       } else this.retire(tag, res);
     } else if (kind === KIND_TARGET) {
@@ -254,15 +267,34 @@ export class QueueLoop<S = unknown> implements QueueContext<S> {
     }
   };
 
-  private dispatch(tag: number): void {
-    const req = this.requests[tag];
-    const off = tag * U.ublksrv_io_desc_LAYOUT.size;
+  /** Fills the request from its descriptor in the mmapped iod array. */
+  private decode(req: Request): void {
+    const off = req.tag * U.ublksrv_io_desc_LAYOUT.size;
     const v = this.iodView;
     const opFlags = v.getUint32(off, true);
     req.op = opFlags & 0xff;
     req.flags = opFlags & ~0xff;
     req.length = v.getUint32(off + 4, true) * 512;
     req.offset = (v.getUint32(off + 8, true) + v.getUint32(off + 12, true) * 0x100000000) * 512;
+  }
+
+  /** The target's own memory for a WRITE's data (NEED_GET_DATA), or 0 for a pool buffer. */
+  private writeDestination(req: Request): number {
+    const hook = this.target.writeDestination;
+    if (!hook) return 0;
+    this.decode(req);
+    try {
+      const addr = hook(req, this);
+      return typeof addr === "number" && addr > 0 ? addr : 0;
+    } catch (err) {
+      this.errorResult(err); // logged; the write still gets a pool buffer
+      return 0;
+    }
+  }
+
+  private dispatch(tag: number): void {
+    const req = this.requests[tag];
+    this.decode(req);
     if (this.pool !== null && req.op === U.UBLK_IO_OP_READ && req.pooled === null)
       req.attach(this.pool.acquire());
     this.tagState[tag] |= TAG_SERVING;
@@ -331,7 +363,7 @@ export class QueueLoop<S = unknown> implements QueueContext<S> {
     if (pooled !== null) {
       req.detach();
       this.pool?.retire(pooled);
-    }
+    } else if (this.pool !== null) req.address = 0; // was the target's memory (serveFrom, writeDestination)
     // The blocking loop submits with its next wait; otherwise commit at the end of this tick.
     if (!this.inSyncLoop) this.scheduleFlush();
   }

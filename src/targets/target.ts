@@ -33,12 +33,21 @@ export interface IoRequest {
   readonly data: Uint8Array;
   /** Address of `buffer`, for target IO submitted on ctx.ring. */
   readonly address: number;
+  /**
+   * READ only, and only when ctx.flags has UBLK_F_NEED_GET_DATA: the driver takes this read's data
+   * from `address` (any memory of this process, e.g. a mapped file) instead of `buffer`, copying it
+   * when the request is committed. Saves the copy into `buffer`. The memory must stay mapped until
+   * then, and reading it must not fault with an error (the 6.12 driver would retry the read forever).
+   */
+  serveFrom(address: number): void;
 }
 
 export interface QueueContext<S = unknown> {
   readonly devId: number;
   readonly qid: number;
   readonly depth: number;
+  /** UBLK_F_* the driver granted this device. */
+  readonly flags: number;
   /** The state returned by open(), cloned into this thread. */
   readonly state: S;
   /** The queue's own io_uring, for targets that do their IO through it (no thread pool, no copy). */
@@ -54,6 +63,11 @@ export interface TargetSetup<S = unknown> {
   /** Parameter defaults for this target; `ublk add` options override them. */
   params?: import("../ctrl/params.js").DeviceParamOverrides;
   state: S;
+  /**
+   * UBLK_F_* this target asks the driver for, on top of what the user chose; the driver may refuse
+   * them (see ctx.flags). E.g. UBLK_F_NEED_GET_DATA to serve reads with req.serveFrom().
+   */
+  flags?: number;
   /** Shown by `ublk list` (e.g. the backing file). */
   description?: Record<string, string | number | boolean>;
 }
@@ -77,6 +91,13 @@ export interface Target<S = unknown> {
   /** Default: -EOPNOTSUPP. Offer discard in params only when implemented. */
   discard?(req: IoRequest, ctx: QueueContext<S>): IoResult;
   writeZeroes?(req: IoRequest, ctx: QueueContext<S>): IoResult;
+  /**
+   * Only with UBLK_F_NEED_GET_DATA, before write(): the address of `req.length` bytes of this
+   * process's memory where the driver should copy the WRITE's data (write() then finds req.address
+   * equal to it), or 0 for a buffer from the queue's pool. Same rule as serveFrom: the memory must
+   * not fault with an error.
+   */
+  writeDestination?(req: IoRequest, ctx: QueueContext<S>): number;
   /** A target operation submitted with ctx.userData(req.tag, sub) finished with `res`. */
   complete?(req: IoRequest, res: number, sub: number, ctx: QueueContext<S>): IoResult;
 }

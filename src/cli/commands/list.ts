@@ -37,12 +37,17 @@ export async function list(args: ParsedArgs): Promise<number> {
           state: stateName(info.state),
           target: state?.spec.target ?? null,
           target_options: state?.spec.targetOptions ?? null,
+          target_info: state?.targetInfo ?? null,
           queues,
         });
         continue;
       }
       let text = formatDevice(info, params, queues);
       if (args.flags.has("verbose") && params) text += formatParams(params);
+      if (args.flags.has("verbose") && state?.targetInfo) {
+        const info = Object.entries(state.targetInfo).map(([k, v]) => ` ${k} ${v}`);
+        text += `\ttarget ${state.spec.target}${info.join("")}\n`;
+      }
       process.stdout.write(text);
     }
   } catch (err) {
