@@ -1,7 +1,22 @@
 // loop: a file or block device as a ublk disk, like the kernel's loop driver. Every request becomes
 // one io_uring operation on the queue's own ring, reading and writing straight into the tag's buffer
 // (no thread pool, no extra copy). O_DIRECT when the backing file allows it.
-import { closeSync, constants, fstatSync, openSync, readFileSync, readSync } from "node:fs";
+//
+// A backing file in memory (tmpfs, ramfs) is served without waiting on anything, so two shortcuts
+// apply there: io_uring runs its IO inline (see inlineIoFlags), and while the file has no holes,
+// reads and writes need no IO at all: the file is mapped, and the driver copies a READ's data straight
+// from the mapping and a WRITE's data straight into it (NEED_GET_DATA, serveFrom, writeDestination):
+// one copy instead of two, as the kernel loop driver does.
+import {
+  closeSync,
+  constants,
+  fstatSync,
+  openSync,
+  readFileSync,
+  readSync,
+  statfsSync,
+  statSync,
+} from "node:fs";
 import { native } from "../native.js";
 import * as U from "../uapi/ublk_cmd.js";
 import {
@@ -18,7 +33,19 @@ interface LoopState {
   fd: number;
   path: string;
   direct: boolean;
+  /** Address of the whole file mapped shared, or 0 when all IO goes through io_uring. */
+  mapAddr: number;
+  /**
+   * Set once any queue punches a hole. Touching a hole through the mapping allocates a page, which
+   * can fail when the filesystem is full (and the 6.12 driver retries such a copy forever); from
+   * then on all IO goes through io_uring, which reads holes as zeros and reports ENOSPC. Shared by
+   * all queue threads.
+   */
+  holes: Int32Array;
 }
+
+/** Main thread: the mappings to release in close() (never cloned into the queue threads). */
+const mappings = new WeakMap<LoopState, ArrayBuffer>();
 
 const EOPNOTSUPP = 95;
 const SUB_ZERO_RANGE = 1;
@@ -41,6 +68,30 @@ function blockDeviceInfo(rdev: number): { size: number; logical: number; physica
   return { size: num("size") * 512, logical, physical };
 }
 
+// statfs f_type of filesystems whose file IO is a memory copy that never waits for a device.
+const TMPFS_MAGIC = 0x01021994;
+const RAMFS_MAGIC = 0x858458f6;
+
+/**
+ * Open flags that let io_uring read and write this file inline, in the queue thread's own
+ * io_uring_enter. tmpfs does not advertise FMODE_NOWAIT, so without this io_uring hands every
+ * request to an io-wq worker thread: a thread hop per IO for what is a memcpy. io_uring treats an
+ * O_NONBLOCK file as NOWAIT-capable, and on a regular file O_NONBLOCK changes nothing else.
+ * Not for filesystems that really wait (NFS, 9p): there an inline read would stall the whole queue.
+ */
+function inlineIoFlags(path: string): number {
+  const force = process.env.UBLK_TS_LOOP_INLINE;
+  if (force === "0") return 0;
+  if (force === "1") return constants.O_NONBLOCK;
+  try {
+    if (!statSync(path).isFile()) return 0; // a block device node sits on devtmpfs, itself a tmpfs
+    const type = Number(statfsSync(path).type);
+    return type === TMPFS_MAGIC || type === RAMFS_MAGIC ? constants.O_NONBLOCK : 0;
+  } catch {
+    return 0;
+  }
+}
+
 /** Can this fd do O_DIRECT reads with `align`-byte alignment? */
 function directReadWorks(fd: number, align: number, size: number): boolean {
   if (size < align) return true;
@@ -54,6 +105,7 @@ function directReadWorks(fd: number, align: number, size: number): boolean {
 }
 
 function fallocate(ctx: QueueContext<LoopState>, req: IoRequest, mode: number, sub: number): typeof QUEUED {
+  if (mode & FALLOC_FL_PUNCH_HOLE) Atomics.store(ctx.state.holes, 0, 1);
   const ring = ctx.ring;
   ring.prepFallocate(
     ring.sqeOrSubmit(),
@@ -77,7 +129,8 @@ export default defineTarget<LoopState>({
     const wantDirect = !options.buffered_io;
     let fd: number;
     let direct = false;
-    const flags = constants.O_RDWR;
+    const inline = inlineIoFlags(path);
+    const flags = constants.O_RDWR | inline;
     try {
       fd = openSync(path, flags | (wantDirect ? constants.O_DIRECT : 0));
       direct = wantDirect;
@@ -116,9 +169,29 @@ export default defineTarget<LoopState>({
       closeSync(fd);
       throw new Error(`backing file ${path} is smaller than one ${logical}-byte block`);
     }
+    // Serve reads from a mapping only for an in-memory file without holes (every page allocated):
+    // then reading through the mapping allocates nothing and cannot fail.
+    let mapping: ArrayBuffer | null = null;
+    const fullyAllocated = st.isFile() && Number(st.blocks) * 512 >= size;
+    if (inline && fullyAllocated && process.env.UBLK_TS_LOOP_MMAP !== "0") {
+      try {
+        mapping = native.mmapFile(fd, 0, size, true, false);
+      } catch {
+        mapping = null; // no address space for it: plain reads
+      }
+    }
+    const state: LoopState = {
+      fd,
+      path,
+      direct,
+      mapAddr: mapping ? native.bufferAddress(mapping) : 0,
+      holes: new Int32Array(new SharedArrayBuffer(4)),
+    };
+    if (mapping) mappings.set(state, mapping);
     return {
       size,
-      state: { fd, path, direct },
+      state,
+      flags: mapping ? U.UBLK_F_NEED_GET_DATA : 0,
       params: {
         logicalBlockSize: logical,
         physicalBlockSize: physical,
@@ -130,15 +203,22 @@ export default defineTarget<LoopState>({
           maxSegments: 1,
         },
       },
-      description: { file: path, direct },
+      description: { file: path, direct, inline: inline !== 0, mapped_reads: mapping !== null },
     };
   },
 
   close(setup) {
+    const mapping = mappings.get(setup.state);
+    if (mapping) native.munmapBuffer(mapping);
     closeSync(setup.state.fd);
   },
 
   read(req, ctx) {
+    const st = ctx.state;
+    if (st.mapAddr !== 0 && ctx.flags & U.UBLK_F_NEED_GET_DATA && Atomics.load(st.holes, 0) === 0) {
+      req.serveFrom(st.mapAddr + req.offset);
+      return req.length;
+    }
     const ring = ctx.ring;
     ring.prepRead(
       ring.sqeOrSubmit(),
@@ -151,7 +231,15 @@ export default defineTarget<LoopState>({
     return QUEUED;
   },
 
+  writeDestination(req, ctx) {
+    const st = ctx.state;
+    return st.mapAddr !== 0 && Atomics.load(st.holes, 0) === 0 ? st.mapAddr + req.offset : 0;
+  },
+
   write(req, ctx) {
+    // The driver already copied the data into the file's pages (writeDestination): nothing to do.
+    // A file in memory has no cache to write through, so FUA holds as well.
+    if (ctx.state.mapAddr !== 0 && req.address === ctx.state.mapAddr + req.offset) return req.length;
     const ring = ctx.ring;
     const off = ring.sqeOrSubmit();
     ring.prepWrite(off, ctx.state.fd, req.address, req.length, req.offset, ctx.userData(req.tag));

@@ -60,6 +60,7 @@ test("loop, 2 queues: fio randwrite with crc32c verify headers, then a verify-on
   const id = addDevice("-t", "loop", "-q", "2", img);
   const dev = `/dev/ublkb${id}`;
   assert.equal(blockDevBytes(id), 256 * MiB, "device size differs from the backing file's");
+  assert.equal(listed(id).target_info?.mapped_reads, false, "a sparse file must not be served mapped");
 
   // Two writers (one per queue, roughly) on disjoint 16 MiB halves of the first 32 MiB; the same
   // seed makes the verify pass replay the same offsets and sizes.
@@ -195,5 +196,58 @@ test("loop: blkdiscard punches the range out of the backing file and blkdiscard 
   expectRegions(readDirect(dev, 0, 64 * MiB), "through the device");
   expectRegions(readFileSync(img).subarray(0, 64 * MiB), "in the backing file");
   assert.equal(statSync(img).size, 256 * MiB, "discard changed the backing file's size");
+  del(id);
+});
+
+/** `ublk list --json` entry of a device. */
+function listed(id: number): { flags: number; target_info: Record<string, unknown> | null } {
+  const r = ublk("list", "--json", "-n", String(id));
+  assert.equal(r.code, 0, `ublk list: ${r.stderr}`);
+  return JSON.parse(r.stdout)[0];
+}
+
+test("loop over a fully written tmpfs file: IO is copied straight from and into the mapped file; after a discard it goes through io_uring and stays correct", {
+  skip: skipReason,
+}, () => {
+  mkdirSync(DIR, { recursive: true });
+  const img = `${DIR}/mapped.img`;
+  sh(`head -c ${64 * MiB} /dev/urandom >${img}`);
+  const data = readFileSync(img);
+  const id = addDevice("-t", "loop", "-q", "2", img);
+  const dev = `/dev/ublkb${id}`;
+  const entry = listed(id);
+  assert.equal(entry.target_info?.mapped_reads, true, "a fully allocated tmpfs file should be served mapped");
+  assert.ok(entry.flags & 0x04, "mapped mode needs UBLK_F_NEED_GET_DATA");
+  assert.ok(readDirect(dev, 0, 64 * MiB).equals(data), "device bytes differ from the file's");
+
+  const job =
+    `--name=m --filename=${dev} --rw=randwrite --bsrange=4k-256k --direct=1 --ioengine=io_uring ` +
+    `--iodepth=16 --numjobs=2 --size=${16 * MiB} --offset_increment=${16 * MiB} --randseed=77 ` +
+    "--verify=crc32c --verify_state_save=0";
+  const w = fioRun(`${job} --do_verify=0`);
+  assert.equal(w.code, 0, `fio write pass failed:\n${w.output}`);
+  const v = fioRun(`${job} --verify_only=1`);
+  assert.equal(v.code, 0, `fio verify pass failed:\n${v.output}`);
+  for (const j of v.jobs) assert.equal(j.error, 0, `verify error ${j.error}`);
+  const written = readFileSync(img);
+  assert.ok(readDirect(dev, 0, 64 * MiB).equals(written), "after fio, device bytes differ from the file's");
+  assert.ok(
+    !written.subarray(0, 32 * MiB).equals(data.subarray(0, 32 * MiB)),
+    "fio's writes never reached the file",
+  );
+
+  // A hole turns the mapping off (touching a hole through it would allocate); data stays right.
+  const before = allocated(img);
+  sh(`blkdiscard -o ${40 * MiB} -l ${8 * MiB} ${dev}`);
+  assert.equal(before - allocated(img), 8 * MiB, "the discard did not punch the backing file");
+  const patch = Buffer.alloc(MiB, 0x5a);
+  sh(
+    `head -c ${MiB} /dev/zero | tr '\\0' 'Z' | dd of=${dev} bs=1M seek=56 oflag=direct conv=notrunc status=none`,
+  );
+  const expected = Buffer.from(written);
+  expected.fill(0, 40 * MiB, 48 * MiB);
+  patch.copy(expected, 56 * MiB);
+  assert.ok(readDirect(dev, 0, 64 * MiB).equals(expected), "after the discard, device bytes are wrong");
+  assert.ok(readFileSync(img).equals(expected), "after the discard, the file's bytes are wrong");
   del(id);
 });
