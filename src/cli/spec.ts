@@ -102,6 +102,9 @@ export function specFromArgs(args: ParsedArgs): AddSpec {
   }
   if (targetOptions.size !== undefined) sizeOpt(options, "size");
 
+  if (type === "ram" && (options.recovery === "1" || options.recovery_reissue === "1"))
+    throw new UsageError("a ram disk's data lives in its daemon: user recovery (-r/-i) cannot bring it back");
+
   let ublkFlags = 0;
   if (options.recovery === "1") ublkFlags |= U.UBLK_F_USER_RECOVERY;
   if (options.recovery_reissue === "1") ublkFlags |= U.UBLK_F_USER_RECOVERY | U.UBLK_F_USER_RECOVERY_REISSUE;
