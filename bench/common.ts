@@ -10,22 +10,23 @@ export interface BenchOptions {
   repeat: number;
   /** CI mode: 1 s, 1 repeat, no ramp, the qd64 randread job and the 1-queue rows only. */
   smoke: boolean;
-  /** Only the null pair or only the loop pair. */
-  only?: "null" | "loop";
+  /** Only one device kind: ublk-ts null/loop/ram and its kernel counterpart. */
+  only?: DeviceKind;
 }
 
 /**
- * Seconds measured per run, as the benchmark spec asks. Under TCG a full run (9 devices x 5 jobs x 3
- * repeats) then takes ~35 min; --runtime=2 gives a rougher table in ~15 min.
+ * Seconds measured per run, as the benchmark spec asks. Under TCG a full run (12 devices x 5 jobs x 3
+ * repeats) then takes ~50 min; --runtime=5 about 30 min.
  */
 export const DEFAULT_RUNTIME_SEC = 10;
 
 export const USAGE =
-  "usage: npm run bench -- [--runtime=SEC] [--repeat=N] [--smoke] [--only=null|loop]\n" +
-  `  --runtime=SEC  measured seconds per fio run (default ${DEFAULT_RUNTIME_SEC}, after a 2 s ramp: ~35 min; 2: ~15 min)\n` +
+  "usage: npm run bench -- [--runtime=SEC] [--repeat=N] [--smoke] [--only=null|loop|ram]\n" +
+  `  --runtime=SEC  measured seconds per fio run (default ${DEFAULT_RUNTIME_SEC}, after a 2 s ramp: ~50 min; 5: ~30 min)\n` +
   "  --repeat=N     runs per job, the median is reported (default 3)\n" +
   "  --smoke        1 s, 1 repeat, no ramp, 4k randread qd64 on the 1-queue rows: checks it all still works\n" +
-  "  --only=WHICH   null (ublk-ts null vs null_blk) or loop (ublk-ts loop vs the kernel loop driver)";
+  "  --only=WHICH   null (ublk-ts null vs null_blk), loop (ublk-ts loop vs the kernel loop driver)\n" +
+  "                 or ram (ublk-ts ram vs brd)";
 
 export class BenchUsageError extends Error {}
 
@@ -49,7 +50,7 @@ export function parseOptions(argv: readonly string[]): BenchOptions {
       o.repeat = posInt(key, val, 99);
       repeatSet = true;
     } else if (key === "--smoke" && eq < 0) o.smoke = true;
-    else if (key === "--only" && (val === "null" || val === "loop")) o.only = val;
+    else if (key === "--only" && (val === "null" || val === "loop" || val === "ram")) o.only = val;
     else if (key === "--help" || key === "-h") throw new BenchUsageError("");
     else throw new BenchUsageError(`unknown or malformed argument: ${arg}`);
   }
@@ -86,7 +87,8 @@ export const JOBS: readonly FioJobSpec[] = [
 
 export const SMOKE_JOB = "4k randread qd64";
 
-export type DeviceKind = "null" | "loop";
+export type DeviceKind = "null" | "loop" | "ram";
+export const DEVICE_KINDS: readonly DeviceKind[] = ["null", "loop", "ram"];
 export type Impl = "ublk-ts" | "kernel";
 
 /** One device set up once, then every job run against it. */
@@ -95,28 +97,34 @@ export interface DeviceConfig {
   impl: Impl;
   /** ublk-ts: -q; null_blk: submit_queues; the kernel loop driver always has 1. */
   queues: number;
-  /** ublk-ts -g (NEED_GET_DATA). */
+  /** ublk-ts -g (NEED_GET_DATA; the ram target always runs with it). */
   getData: boolean;
 }
 
 export const NULL_SIZE_MIB = 1024;
 export const LOOP_FILE_MIB = 512;
+/** ublk-ts ram --size and brd rd_size: written in full by the write jobs, so guest RAM must hold it. */
+export const RAM_DISK_MIB = 512;
 export const QUEUE_DEPTH = 128;
 
 /** Devices in the order they are measured: each ublk-ts row right after its kernel reference. */
 export function deviceConfigs(o: BenchOptions): DeviceConfig[] {
   const queueCounts = o.smoke ? [1] : [1, 2];
   const out: DeviceConfig[] = [];
-  if (o.only !== "loop") {
+  if (o.only === undefined || o.only === "null") {
     for (const q of queueCounts) {
       out.push({ kind: "null", impl: "kernel", queues: q, getData: false });
       out.push({ kind: "null", impl: "ublk-ts", queues: q, getData: false });
       out.push({ kind: "null", impl: "ublk-ts", queues: q, getData: true });
     }
   }
-  if (o.only !== "null") {
+  if (o.only === undefined || o.only === "loop") {
     out.push({ kind: "loop", impl: "kernel", queues: 1, getData: false });
     for (const q of queueCounts) out.push({ kind: "loop", impl: "ublk-ts", queues: q, getData: false });
+  }
+  if (o.only === undefined || o.only === "ram") {
+    out.push({ kind: "ram", impl: "kernel", queues: 1, getData: false });
+    for (const q of queueCounts) out.push({ kind: "ram", impl: "ublk-ts", queues: q, getData: true });
   }
   return out;
 }
@@ -147,7 +155,7 @@ export function estimateSeconds(o: BenchOptions): number {
 
 export function deviceLabel(c: DeviceConfig): string {
   if (c.impl === "ublk-ts") return `ublk-ts ${c.kind}`;
-  return c.kind === "null" ? "null_blk" : "loop (kernel)";
+  return c.kind === "null" ? "null_blk" : c.kind === "loop" ? "loop (kernel)" : "brd";
 }
 
 export function variantLabel(c: { queues: number; getData: boolean }): string {

@@ -23,6 +23,7 @@ import {
   NULL_SIZE_MIB,
   parseOptions,
   QUEUE_DEPTH,
+  RAM_DISK_MIB,
   RESULT_MARKER,
   type Row,
   type RunResult,
@@ -202,6 +203,19 @@ async function setUpKernelLoop(): Promise<LiveDevice> {
   return { dev, note: `losetup --direct-io=on ${LOOP_FILE} (dio=1)` };
 }
 
+/** brd reloaded with one disk of RAM_DISK_MIB (the boot loaded it with its defaults: 16 small disks). */
+async function setUpBrd(): Promise<LiveDevice> {
+  if (existsSync("/sys/module/brd")) must("modprobe", ["-r", "brd"]);
+  must("modprobe", ["brd", "rd_nr=1", `rd_size=${RAM_DISK_MIB * 1024}`]);
+  undo.push({ what: "brd", fn: () => must("modprobe", ["-r", "brd"]) });
+  const dev = "/dev/ram0";
+  await waitForNode(dev);
+  const bytes = Number(readFileSync("/sys/block/ram0/size", "utf8").trim()) * 512;
+  if (bytes !== RAM_DISK_MIB * 2 ** 20)
+    throw new Error(`${dev} has ${bytes} bytes, asked for ${RAM_DISK_MIB} MiB`);
+  return { dev, note: `modprobe brd rd_nr=1 rd_size=${RAM_DISK_MIB * 1024}` };
+}
+
 interface ListedDevice {
   dev_id: number;
   daemon_pid: number;
@@ -213,6 +227,7 @@ interface ListedDevice {
 async function setUpUblk(c: DeviceConfig): Promise<LiveDevice> {
   const args = ["add", "-t", c.kind];
   if (c.kind === "null") args.push("--size", `${NULL_SIZE_MIB}M`);
+  else if (c.kind === "ram") args.push("--size", `${RAM_DISK_MIB}M`);
   else {
     needLoopFile();
     args.push(LOOP_FILE);
@@ -244,7 +259,7 @@ async function setUpUblk(c: DeviceConfig): Promise<LiveDevice> {
 
 function setUp(c: DeviceConfig): Promise<LiveDevice> {
   if (c.impl === "ublk-ts") return setUpUblk(c);
-  return c.kind === "null" ? setUpNullBlk(c) : setUpKernelLoop();
+  return c.kind === "null" ? setUpNullBlk(c) : c.kind === "loop" ? setUpKernelLoop() : setUpBrd();
 }
 
 // ---- fio ----

@@ -1,6 +1,6 @@
 // Turns a BenchResult into the console table, the Markdown report and the SVG bar chart of the
 // ublk-ts/kernel IOPS ratios. Pure functions of the result: no I/O here.
-import { type BenchResult, JOBS, type Row, variantLabel } from "./common.js";
+import { type BenchResult, DEVICE_KINDS, JOBS, type Row, variantLabel } from "./common.js";
 
 export interface Ratio {
   ratio: number;
@@ -28,9 +28,9 @@ export function ratioFor(rows: readonly Row[], r: Row): Ratio | undefined {
 export function orderedRows(rows: readonly Row[]): Row[] {
   const jobIndex = (j: string) => JOBS.findIndex((x) => x.name === j);
   const key = (r: Row) => [
-    r.kind === "null" ? 0 : 1,
+    DEVICE_KINDS.indexOf(r.kind),
     jobIndex(r.job),
-    r.kind === "null" ? r.queues : 0, // null_blk has one row per queue count; kernel loop has one
+    r.kind === "null" ? r.queues : 0, // null_blk has one row per queue count; kernel loop and brd one
     r.impl === "kernel" ? 0 : 1,
     r.queues,
     r.getData ? 1 : 0,
@@ -152,7 +152,7 @@ export function markdown(res: BenchResult): string {
     "- CPU µs/IO: the ublk-ts daemon's utime+stime (all its threads) over the whole fio run, ramp included, " +
       "divided by the job-sized IOs the device moved in that window (/sys/block/DEV/stat sectors).",
     "- ratio: ublk-ts IOPS / kernel IOPS for the same job: against null_blk with the same queue count, " +
-      "and against the kernel loop driver (one queue) for both loop rows.",
+      "against the kernel loop driver (one queue) for both loop rows, and against brd for both ram rows.",
     "- queue CPUs: the CPUs each ublk-ts queue thread is pinned to (`ublk list --json`).",
     "- fio submits from one thread, so at any moment a 2-queue device gets its IO through the one hardware queue mapped to that thread's CPU.",
     "",
