@@ -223,6 +223,8 @@ export interface BenchResult {
     fio: string;
     nullBlk: string;
     loopFileMiB: number;
+    /** Absent in results written before the ram rows existed. */
+    ramDiskMiB?: number;
     queueDepth: number;
   };
   machine: Machine;

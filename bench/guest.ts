@@ -619,6 +619,7 @@ async function main(argv: string[]): Promise<number> {
       nullBlk:
         "configfs queue_mode=2 irqmode=0 size=1024 (MiB) blocksize=512 hw_queue_depth=128 poll_queues=0 memory_backed=0 power=1",
       loopFileMiB: LOOP_FILE_MIB,
+      ramDiskMiB: RAM_DISK_MIB,
       queueDepth: QUEUE_DEPTH,
     },
     machine: {

@@ -134,7 +134,12 @@ export function markdown(res: BenchResult): string {
     `- fio: \`${res.settings.fio}\`; all runs on a device go through one fio process, one after the other (stonewall), the repeats interleaved (every job once, then again)`,
     `- ublk-ts: \`ublk add -t null --size 1G -q Q -d ${res.settings.queueDepth} [-g]\`, \`ublk add -t loop FILE -q Q -d ${res.settings.queueDepth}\``,
     `- null_blk: ${res.settings.nullBlk}, submit_queues = Q`,
-    `- loop: a ${res.settings.loopFileMiB} MiB file on the guest's tmpfs, written in full with dd; the kernel loop driver via \`losetup --direct-io=on\`, ublk-ts loop with O_DIRECT`,
+    `- loop: a ${res.settings.loopFileMiB} MiB file on the guest's tmpfs, written in full with dd; the kernel loop driver via \`losetup --direct-io=on\`, ublk-ts loop with O_DIRECT (the file has no holes, so it serves IO through its mapping: \`mapped_reads\` in \`ublk list -v\`)`,
+    ...(res.settings.ramDiskMiB
+      ? [
+          `- ram: \`ublk add -t ram --size ${res.settings.ramDiskMiB}M -q Q -d ${res.settings.queueDepth} -g\` (the ram target always runs with NEED_GET_DATA) vs \`modprobe brd rd_nr=1 rd_size=${res.settings.ramDiskMiB * 1024}\``,
+        ]
+      : []),
     `- whole run: ${res.elapsedSec} s in the guest${res.wallSec ? `, ${res.wallSec} s with the VM boot` : ""}`,
     "",
     "## Results",

@@ -72,6 +72,17 @@ function blockDeviceInfo(rdev: number): { size: number; logical: number; physica
 const TMPFS_MAGIC = 0x01021994;
 const RAMFS_MAGIC = 0x858458f6;
 
+/** Is this a regular file on tmpfs or ramfs, where file IO is a memory copy that never waits? */
+function inMemoryFile(path: string): boolean {
+  try {
+    if (!statSync(path).isFile()) return false; // a block device node sits on devtmpfs, itself a tmpfs
+    const type = Number(statfsSync(path).type);
+    return type === TMPFS_MAGIC || type === RAMFS_MAGIC;
+  } catch {
+    return false;
+  }
+}
+
 /**
  * Open flags that let io_uring read and write this file inline, in the queue thread's own
  * io_uring_enter. tmpfs does not advertise FMODE_NOWAIT, so without this io_uring hands every
@@ -79,17 +90,10 @@ const RAMFS_MAGIC = 0x858458f6;
  * O_NONBLOCK file as NOWAIT-capable, and on a regular file O_NONBLOCK changes nothing else.
  * Not for filesystems that really wait (NFS, 9p): there an inline read would stall the whole queue.
  */
-function inlineIoFlags(path: string): number {
-  const force = process.env.UBLK_TS_LOOP_INLINE;
-  if (force === "0") return 0;
-  if (force === "1") return constants.O_NONBLOCK;
-  try {
-    if (!statSync(path).isFile()) return 0; // a block device node sits on devtmpfs, itself a tmpfs
-    const type = Number(statfsSync(path).type);
-    return type === TMPFS_MAGIC || type === RAMFS_MAGIC ? constants.O_NONBLOCK : 0;
-  } catch {
-    return 0;
-  }
+function inlineIoFlags(inMemory: boolean): number {
+  const force = process.env.UBLK_TS_LOOP_INLINE; // benchmark lever (bench/NOTES.md)
+  if (force === "0" || force === "1") return force === "1" ? constants.O_NONBLOCK : 0;
+  return inMemory ? constants.O_NONBLOCK : 0;
 }
 
 /** Can this fd do O_DIRECT reads with `align`-byte alignment? */
@@ -129,7 +133,8 @@ export default defineTarget<LoopState>({
     const wantDirect = !options.buffered_io;
     let fd: number;
     let direct = false;
-    const inline = inlineIoFlags(path);
+    const inMemory = inMemoryFile(path);
+    const inline = inlineIoFlags(inMemory);
     const flags = constants.O_RDWR | inline;
     try {
       fd = openSync(path, flags | (wantDirect ? constants.O_DIRECT : 0));
@@ -169,11 +174,11 @@ export default defineTarget<LoopState>({
       closeSync(fd);
       throw new Error(`backing file ${path} is smaller than one ${logical}-byte block`);
     }
-    // Serve reads from a mapping only for an in-memory file without holes (every page allocated):
-    // then reading through the mapping allocates nothing and cannot fail.
+    // Serve IO through a mapping only for an in-memory file without holes (every page allocated):
+    // then touching the mapping allocates nothing, waits for nothing and cannot fail.
     let mapping: ArrayBuffer | null = null;
-    const fullyAllocated = st.isFile() && Number(st.blocks) * 512 >= size;
-    if (inline && fullyAllocated && process.env.UBLK_TS_LOOP_MMAP !== "0") {
+    const fullyAllocated = Number(st.blocks) * 512 >= size;
+    if (inMemory && fullyAllocated && process.env.UBLK_TS_LOOP_MMAP !== "0") {
       try {
         mapping = native.mmapFile(fd, 0, size, true, false);
       } catch {
