@@ -122,3 +122,22 @@ export function fioRun(args: string, timeoutMs = 180_000): { code: number; jobs:
   }
   return { code: r.code, jobs, output: `${r.stdout}\n${r.stderr}` };
 }
+
+/**
+ * Two fio writers on disjoint `perJobMiB` halves from offset 0 (random 4k-256k writes with crc32c
+ * verify headers), then a verify-only pass replaying the same seed: asserts both passes are clean.
+ * Returns the job line so a caller can replay the verify pass.
+ */
+export function fioWriteThenVerify(dev: string, perJobMiB: number, seed: number): string {
+  const job =
+    `--name=wv --filename=${dev} --rw=randwrite --bsrange=4k-256k --direct=1 --ioengine=io_uring ` +
+    `--iodepth=16 --numjobs=2 --size=${perJobMiB}M --offset_increment=${perJobMiB}M --randseed=${seed} ` +
+    "--verify=crc32c --verify_state_save=0";
+  const w = fioRun(`${job} --do_verify=0`);
+  if (w.code !== 0 || w.jobs.some((j) => j.error !== 0))
+    throw new Error(`fio write pass failed:\n${w.output}`);
+  const v = fioRun(`${job} --verify_only=1`);
+  if (v.code !== 0 || v.jobs.length !== 2 || v.jobs.some((j) => j.error !== 0))
+    throw new Error(`fio verify pass failed:\n${v.output}`);
+  return job;
+}

@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import { existsSync, mkdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { after, test } from "node:test";
-import { addDevice, deleteAll, fioRun, sh, skipReason, ublk } from "../vm/helpers.js";
+import { addDevice, deleteAll, fioRun, fioWriteThenVerify, sh, skipReason, ublk } from "../vm/helpers.js";
 
 const DIR = "/tmp/ublk-loop-test"; // the guest's tmpfs
 const MiB = 1024 * 1024;
@@ -220,15 +220,7 @@ test("loop over a fully written tmpfs file: IO is copied straight from and into 
   assert.ok(entry.flags & 0x04, "mapped mode needs UBLK_F_NEED_GET_DATA");
   assert.ok(readDirect(dev, 0, 64 * MiB).equals(data), "device bytes differ from the file's");
 
-  const job =
-    `--name=m --filename=${dev} --rw=randwrite --bsrange=4k-256k --direct=1 --ioengine=io_uring ` +
-    `--iodepth=16 --numjobs=2 --size=${16 * MiB} --offset_increment=${16 * MiB} --randseed=77 ` +
-    "--verify=crc32c --verify_state_save=0";
-  const w = fioRun(`${job} --do_verify=0`);
-  assert.equal(w.code, 0, `fio write pass failed:\n${w.output}`);
-  const v = fioRun(`${job} --verify_only=1`);
-  assert.equal(v.code, 0, `fio verify pass failed:\n${v.output}`);
-  for (const j of v.jobs) assert.equal(j.error, 0, `verify error ${j.error}`);
+  fioWriteThenVerify(dev, 16, 77);
   const written = readFileSync(img);
   assert.ok(readDirect(dev, 0, 64 * MiB).equals(written), "after fio, device bytes differ from the file's");
   assert.ok(

@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { existsSync, readFileSync, rmSync } from "node:fs";
 import { after, test } from "node:test";
-import { addDevice, deleteAll, fioRun, sh, skipReason, ublk } from "./helpers.js";
+import { addDevice, deleteAll, fioRun, fioWriteThenVerify, sh, skipReason, ublk } from "./helpers.js";
 
 const MiB = 1024 * 1024;
 
@@ -34,15 +34,7 @@ test("ram, 2 queues: unwritten blocks read as zeros, fio verify passes, written 
   const zeros = sh(`dd if=${dev} bs=1M skip=100 count=4 iflag=direct status=none | od -An -tx1 | sort -u`);
   assert.equal(zeros.stdout.trim().split("\n")[0].trim(), "00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00");
 
-  const job =
-    `--name=r --filename=${dev} --rw=randwrite --bsrange=4k-256k --direct=1 --ioengine=io_uring ` +
-    `--iodepth=16 --numjobs=2 --size=${16 * MiB} --offset_increment=${16 * MiB} --randseed=5 ` +
-    "--verify=crc32c --verify_state_save=0";
-  const w = fioRun(`${job} --do_verify=0`);
-  assert.equal(w.code, 0, `fio write pass failed:\n${w.output}`);
-  const v = fioRun(`${job} --verify_only=1`);
-  assert.equal(v.code, 0, `fio verify pass failed:\n${v.output}`);
-  for (const j of v.jobs) assert.equal(j.error, 0, `verify error ${j.error}`);
+  const job = fioWriteThenVerify(dev, 16, 5);
 
   sh("mkdir -p /tmp/ram-test && head -c 8388608 /dev/urandom >/tmp/ram-test/src");
   sh(`dd if=/tmp/ram-test/src of=${dev} bs=256k seek=256 oflag=direct status=none`); // at 64 MiB
