@@ -108,6 +108,15 @@ function directReadWorks(fd: number, align: number, size: number): boolean {
   }
 }
 
+/**
+ * Where the request's bytes sit in the mapped file, or 0 when its IO must go through io_uring (no
+ * mapping, or a hole may exist). Callers run only in NEED_GET_DATA mode, which the mapping asks for.
+ */
+function mappedAddress(req: IoRequest, ctx: QueueContext<LoopState>): number {
+  const st = ctx.state;
+  return st.mapAddr !== 0 && Atomics.load(st.holes, 0) === 0 ? st.mapAddr + req.offset : 0;
+}
+
 function fallocate(ctx: QueueContext<LoopState>, req: IoRequest, mode: number, sub: number): typeof QUEUED {
   if (mode & FALLOC_FL_PUNCH_HOLE) Atomics.store(ctx.state.holes, 0, 1);
   const ring = ctx.ring;
@@ -182,7 +191,7 @@ export default defineTarget<LoopState>({
       try {
         mapping = native.mmapFile(fd, 0, size, true, false);
       } catch {
-        mapping = null; // no address space for it: plain reads
+        mapping = null; // no address space for it: IO through io_uring
       }
     }
     const state: LoopState = {
@@ -219,9 +228,9 @@ export default defineTarget<LoopState>({
   },
 
   read(req, ctx) {
-    const st = ctx.state;
-    if (st.mapAddr !== 0 && ctx.flags & U.UBLK_F_NEED_GET_DATA && Atomics.load(st.holes, 0) === 0) {
-      req.serveFrom(st.mapAddr + req.offset);
+    const mapped = ctx.flags & U.UBLK_F_NEED_GET_DATA ? mappedAddress(req, ctx) : 0;
+    if (mapped !== 0) {
+      req.serveFrom(mapped);
       return req.length;
     }
     const ring = ctx.ring;
@@ -236,10 +245,7 @@ export default defineTarget<LoopState>({
     return QUEUED;
   },
 
-  writeDestination(req, ctx) {
-    const st = ctx.state;
-    return st.mapAddr !== 0 && Atomics.load(st.holes, 0) === 0 ? st.mapAddr + req.offset : 0;
-  },
+  writeDestination: mappedAddress,
 
   write(req, ctx) {
     // The driver already copied the data into the file's pages (writeDestination): nothing to do.

@@ -45,8 +45,8 @@ export async function list(args: ParsedArgs): Promise<number> {
       let text = formatDevice(info, params, queues);
       if (args.flags.has("verbose") && params) text += formatParams(params);
       if (args.flags.has("verbose") && state?.targetInfo) {
-        const info = Object.entries(state.targetInfo).map(([k, v]) => ` ${k} ${v}`);
-        text += `\ttarget ${state.spec.target}${info.join("")}\n`;
+        const details = Object.entries(state.targetInfo).map(([k, v]) => ` ${k} ${v}`);
+        text += `\ttarget ${state.spec.target}${details.join("")}\n`;
       }
       process.stdout.write(text);
     }
