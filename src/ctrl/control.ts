@@ -194,7 +194,7 @@ export class ControlDevice {
           nr_hw_queues: o.nrHwQueues,
           queue_depth: o.queueDepth,
           state: 0,
-          pad0: 0,
+          io_desc_size: 0,
           max_io_buf_bytes: o.maxIoBufBytes,
           dev_id: devId,
           ublksrv_pid: process.pid,

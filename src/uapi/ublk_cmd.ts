@@ -1,13 +1,25 @@
-// Constants of include/uapi/linux/ublk_cmd.h as of Linux 6.12, named as in the header.
-// Every UBLK* export here is compiled against the real header by test/unit/uapi-layout.
+// Constants of include/uapi/linux/ublk_cmd.h as of Linux 7.3, named as in the header, and the
+// module's entry point: the structs (ublk_structs, ublk_params, ublk_buf, ublk_batch) are
+// re-exported from here. test/unit/uapi-layout compiles every UBLK* export and layout against
+// the real 7.3 header, and the names the 6.12 header has against that one too.
 // Pure values and helpers: no I/O.
 import { _IOR, _IOWR } from "./ioctl.js";
-import { ublksrv_ctrl_cmd_LAYOUT, ublksrv_io_cmd_LAYOUT, ublksrv_io_desc_LAYOUT } from "./ublk_structs.js";
+import { ublk_batch_io_LAYOUT } from "./ublk_batch.js";
+import {
+  ublksrv_ctrl_cmd_LAYOUT,
+  ublksrv_io_cmd_LAYOUT,
+  type ublksrv_io_desc,
+  ublksrv_io_desc_LAYOUT,
+} from "./ublk_structs.js";
 
+export * from "./ublk_batch.js";
+export * from "./ublk_buf.js";
+export * from "./ublk_params.js";
 export * from "./ublk_structs.js";
 
 const CTRL_SZ = ublksrv_ctrl_cmd_LAYOUT.size;
 const IO_SZ = ublksrv_io_cmd_LAYOUT.size;
+const BATCH_SZ = ublk_batch_io_LAYOUT.size;
 
 // ---- control commands: legacy numbers (used without UBLK_F_CMD_IOCTL_ENCODE) ----
 export const UBLK_CMD_GET_QUEUE_AFFINITY = 0x01;
@@ -34,9 +46,19 @@ export const UBLK_U_CMD_GET_PARAMS = _IOR("u", UBLK_CMD_GET_PARAMS, CTRL_SZ);
 export const UBLK_U_CMD_START_USER_RECOVERY = _IOWR("u", UBLK_CMD_START_USER_RECOVERY, CTRL_SZ);
 export const UBLK_U_CMD_END_USER_RECOVERY = _IOWR("u", UBLK_CMD_END_USER_RECOVERY, CTRL_SZ);
 export const UBLK_U_CMD_GET_DEV_INFO2 = _IOR("u", UBLK_CMD_GET_DEV_INFO2, CTRL_SZ);
-// The header gives these two no legacy UBLK_CMD_* name, only the raw numbers.
+// The newer commands have no legacy UBLK_CMD_* name in the header, only the raw numbers.
 export const UBLK_U_CMD_GET_FEATURES = _IOR("u", 0x13, CTRL_SZ);
 export const UBLK_U_CMD_DEL_DEV_ASYNC = _IOR("u", 0x14, CTRL_SZ);
+/** UBLK_F_UPDATE_SIZE: data[0] is the new size in 512-byte sectors. */
+export const UBLK_U_CMD_UPDATE_SIZE = _IOWR("u", 0x15, CTRL_SZ);
+/** UBLK_F_QUIESCE (needs UBLK_F_USER_RECOVERY): data[0] is a timeout in ms, 0 for none. */
+export const UBLK_U_CMD_QUIESCE_DEV = _IOWR("u", 0x16, CTRL_SZ);
+/** UBLK_F_SAFE_STOP_DEV: stops the device only if nobody has it open. */
+export const UBLK_U_CMD_TRY_STOP_DEV = _IOWR("u", 0x17, CTRL_SZ);
+/** UBLK_F_SHMEM_ZC: addr points to a struct ublk_shmem_buf_reg; the result is the buffer index. */
+export const UBLK_U_CMD_REG_BUF = _IOWR("u", 0x18, CTRL_SZ);
+/** data[0] is the buffer index. */
+export const UBLK_U_CMD_UNREG_BUF = _IOWR("u", 0x19, CTRL_SZ);
 
 /** Bytes of the u64 feature mask returned by UBLK_U_CMD_GET_FEATURES. */
 export const UBLK_FEATURES_LEN = 8;
@@ -48,6 +70,15 @@ export const UBLK_IO_NEED_GET_DATA = 0x22;
 export const UBLK_U_IO_FETCH_REQ = _IOWR("u", UBLK_IO_FETCH_REQ, IO_SZ);
 export const UBLK_U_IO_COMMIT_AND_FETCH_REQ = _IOWR("u", UBLK_IO_COMMIT_AND_FETCH_REQ, IO_SZ);
 export const UBLK_U_IO_NEED_GET_DATA = _IOWR("u", UBLK_IO_NEED_GET_DATA, IO_SZ);
+// Zero copy: addr is the slot of a sparse io_uring buffer table to (un)register the request buffer in.
+export const UBLK_U_IO_REGISTER_IO_BUF = _IOWR("u", 0x23, IO_SZ);
+export const UBLK_U_IO_UNREGISTER_IO_BUF = _IOWR("u", 0x24, IO_SZ);
+// UBLK_F_BATCH_IO: sqe->cmd is a struct ublk_batch_io (ublk_batch.ts).
+export const UBLK_U_IO_PREP_IO_CMDS = _IOWR("u", 0x25, BATCH_SZ);
+/** Result: bytes of the element buffer committed; the elements after them were not. */
+export const UBLK_U_IO_COMMIT_IO_CMDS = _IOWR("u", 0x26, BATCH_SZ);
+/** Multishot (IORING_URING_CMD_MULTISHOT): fetches commands into provided buffers. */
+export const UBLK_U_IO_FETCH_IO_CMDS = _IOWR("u", 0x27, BATCH_SZ);
 
 // ---- IO command cqe results; only ABORT means "do not re-fetch" ----
 export const UBLK_IO_RES_OK = 0;
@@ -74,6 +105,9 @@ export const UBLK_MAX_NR_QUEUES = 2 ** UBLK_QID_BITS;
 export const UBLKSRV_IO_BUF_TOTAL_BITS = UBLK_QID_OFF + UBLK_QID_BITS;
 /** 2^53: bigint because it is a ULL above 32 bits (and not a safe integer). */
 export const UBLKSRV_IO_BUF_TOTAL_SIZE = 1n << BigInt(UBLKSRV_IO_BUF_TOTAL_BITS);
+/** UBLK_F_INTEGRITY: this bit in the pread/pwrite position selects the request's integrity buffer. */
+export const UBLK_INTEGRITY_FLAG_OFF = 62;
+export const UBLKSRV_IO_INTEGRITY_FLAG = 1n << BigInt(UBLK_INTEGRITY_FLAG_OFF);
 
 // ---- UBLK_F_* device flags (ublksrv_ctrl_dev_info.flags, GET_FEATURES mask) ----
 export const UBLK_F_SUPPORT_ZERO_COPY = 1 << 0;
@@ -85,11 +119,28 @@ export const UBLK_F_UNPRIVILEGED_DEV = 1 << 5;
 export const UBLK_F_CMD_IOCTL_ENCODE = 1 << 6;
 export const UBLK_F_USER_COPY = 1 << 7;
 export const UBLK_F_ZONED = 1 << 8;
+/** Recoverable, but IO is failed (not queued) while no server runs. */
+export const UBLK_F_USER_RECOVERY_FAIL_IO = 1 << 9;
+export const UBLK_F_UPDATE_SIZE = 1 << 10;
+export const UBLK_F_AUTO_BUF_REG = 1 << 11;
+export const UBLK_F_QUIESCE = 1 << 12;
+/** Each (queue, tag) may have its own server task instead of one per queue. */
+export const UBLK_F_PER_IO_DAEMON = 1 << 13;
+/** REGISTER_IO_BUF / UNREGISTER_IO_BUF may come from any task. */
+export const UBLK_F_BUF_REG_OFF_DAEMON = 1 << 14;
+export const UBLK_F_BATCH_IO = 1 << 15;
+/** Requests may carry an integrity buffer; needs UBLK_F_USER_COPY. */
+export const UBLK_F_INTEGRITY = 1 << 16;
+export const UBLK_F_SAFE_STOP_DEV = 1 << 17;
+export const UBLK_F_NO_AUTO_PART_SCAN = 1 << 18;
+export const UBLK_F_SHMEM_ZC = 1 << 19;
+export const UBLK_F_IO_DESC_SIZE = 1 << 20;
 
 // ---- device state (ublksrv_ctrl_dev_info.state) ----
 export const UBLK_S_DEV_DEAD = 0;
 export const UBLK_S_DEV_LIVE = 1;
 export const UBLK_S_DEV_QUIESCED = 2;
+export const UBLK_S_DEV_FAIL_IO = 3;
 
 // ---- ublksrv_io_desc op (op_flags bits 0-7) ----
 export const UBLK_IO_OP_READ = 0;
@@ -115,6 +166,11 @@ export const UBLK_IO_F_META = 1 << 11;
 export const UBLK_IO_F_FUA = 1 << 13;
 export const UBLK_IO_F_NOUNMAP = 1 << 15;
 export const UBLK_IO_F_SWAP = 1 << 16;
+/** UBLK_AUTO_BUF_REG_FALLBACK was asked and auto-registration failed: register the buffer yourself. */
+export const UBLK_IO_F_NEED_REG_BUF = 1 << 17;
+export const UBLK_IO_F_INTEGRITY = 1 << 18;
+/** addr is a shared-memory buffer index and offset (ublk_shmem_zc_index/offset). */
+export const UBLK_IO_F_SHMEM_ZC = 1 << 19;
 
 // ---- ublk_param_basic.attrs ----
 export const UBLK_ATTR_READ_ONLY = 1 << 0;
@@ -127,11 +183,19 @@ export const UBLK_PARAM_TYPE_BASIC = 1 << 0;
 export const UBLK_PARAM_TYPE_DISCARD = 1 << 1;
 export const UBLK_PARAM_TYPE_DEVT = 1 << 2;
 export const UBLK_PARAM_TYPE_ZONED = 1 << 3;
+export const UBLK_PARAM_TYPE_DMA_ALIGN = 1 << 4;
+export const UBLK_PARAM_TYPE_SEGMENT = 1 << 5;
+/** Needs UBLK_F_INTEGRITY. */
+export const UBLK_PARAM_TYPE_INTEGRITY = 1 << 6;
+/** Lower bound of ublk_param_segment's max_segment_size and seg_boundary_mask + 1. */
+export const UBLK_MIN_SEGMENT_SIZE = 4096;
 
 // ---- helpers ----
 const roundUp = (n: number, align: number): number => Math.ceil(n / align) * align;
 const IOD_SZ = ublksrv_io_desc_LAYOUT.size;
 
+// The mmap helpers and io_desc readers assume 24-byte descriptors, what a device gets without
+// UBLK_F_IO_DESC_SIZE (a device with it reports its own size in ublksrv_ctrl_dev_info.io_desc_size).
 /** mmap offset of queue q's io_desc array: the kernel strides queues by the max-depth size. */
 export function ublkQueueCmdBufOffset(q: number, pageSize = 4096): number {
   return UBLKSRV_CMD_BUF_OFFSET + q * roundUp(UBLK_MAX_QUEUE_DEPTH * IOD_SZ, pageSize);
@@ -147,6 +211,11 @@ export function ublkQueueCmdBufSize(depth: number, pageSize = 4096): number {
 export function ublkUserCopyPos(q: number, tag: number, byteOff = 0): number {
   return UBLKSRV_IO_BUF_OFFSET + q * 2 ** UBLK_QID_OFF + tag * 2 ** UBLK_TAG_OFF + byteOff;
 }
+
+/** The header's inline function: op of a decoded io_desc (UBLK_IO_OP_*). */
+export const ublksrv_get_op = (iod: ublksrv_io_desc): number => iod.op_flags & 0xff;
+/** The header's inline function: flags of a decoded io_desc, shifted down by 8 (unlike UBLK_IO_F_*). */
+export const ublksrv_get_flags = (iod: ublksrv_io_desc): number => iod.op_flags >>> 8;
 
 // Zero-allocation io_desc readers for the IO hot path; `off` is the descriptor's byte
 // offset in the mmapped view (tag * 24 within the queue's buffer).
@@ -173,6 +242,18 @@ const FEATURES: readonly (readonly [string, number])[] = [
   ["UBLK_F_CMD_IOCTL_ENCODE", UBLK_F_CMD_IOCTL_ENCODE],
   ["UBLK_F_USER_COPY", UBLK_F_USER_COPY],
   ["UBLK_F_ZONED", UBLK_F_ZONED],
+  ["UBLK_F_USER_RECOVERY_FAIL_IO", UBLK_F_USER_RECOVERY_FAIL_IO],
+  ["UBLK_F_UPDATE_SIZE", UBLK_F_UPDATE_SIZE],
+  ["UBLK_F_AUTO_BUF_REG", UBLK_F_AUTO_BUF_REG],
+  ["UBLK_F_QUIESCE", UBLK_F_QUIESCE],
+  ["UBLK_F_PER_IO_DAEMON", UBLK_F_PER_IO_DAEMON],
+  ["UBLK_F_BUF_REG_OFF_DAEMON", UBLK_F_BUF_REG_OFF_DAEMON],
+  ["UBLK_F_BATCH_IO", UBLK_F_BATCH_IO],
+  ["UBLK_F_INTEGRITY", UBLK_F_INTEGRITY],
+  ["UBLK_F_SAFE_STOP_DEV", UBLK_F_SAFE_STOP_DEV],
+  ["UBLK_F_NO_AUTO_PART_SCAN", UBLK_F_NO_AUTO_PART_SCAN],
+  ["UBLK_F_SHMEM_ZC", UBLK_F_SHMEM_ZC],
+  ["UBLK_F_IO_DESC_SIZE", UBLK_F_IO_DESC_SIZE],
 ];
 
 /**
@@ -199,6 +280,8 @@ export function devStateName(state: number): string {
       return "UBLK_S_DEV_LIVE";
     case UBLK_S_DEV_QUIESCED:
       return "UBLK_S_DEV_QUIESCED";
+    case UBLK_S_DEV_FAIL_IO:
+      return "UBLK_S_DEV_FAIL_IO";
     default:
       return `UNKNOWN(${state})`;
   }

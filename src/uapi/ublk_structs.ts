@@ -1,21 +1,8 @@
-// Structs of include/uapi/linux/ublk_cmd.h (Linux 6.12) with little-endian DataView codecs.
-// Offsets live only in the *_LAYOUT consts (checked against the C header by a unit test);
-// the codecs read them so a layout fix cannot drift from the codec.
+// Command and device structs of include/uapi/linux/ublk_cmd.h (Linux 7.3) with little-endian
+// DataView codecs; ublk_params and its parts are in ublk_params.ts, buffer registration in
+// ublk_buf.ts, batch IO in ublk_batch.ts.
 // Anonymous unions: every member is in the layout, the interface carries only the first one.
-
-type Field = { readonly offset: number; readonly size: number };
-const f = (offset: number, size: number): Field => ({ offset, size });
-
-const u8 = (v: DataView, o: number, x: Field) => v.getUint8(o + x.offset);
-const u16 = (v: DataView, o: number, x: Field) => v.getUint16(o + x.offset, true);
-const u32 = (v: DataView, o: number, x: Field) => v.getUint32(o + x.offset, true);
-const s32 = (v: DataView, o: number, x: Field) => v.getInt32(o + x.offset, true);
-const u64 = (v: DataView, o: number, x: Field) => v.getBigUint64(o + x.offset, true);
-const w8 = (v: DataView, o: number, x: Field, n: number) => v.setUint8(o + x.offset, n);
-const w16 = (v: DataView, o: number, x: Field, n: number) => v.setUint16(o + x.offset, n, true);
-const w32 = (v: DataView, o: number, x: Field, n: number) => v.setUint32(o + x.offset, n, true);
-const ws32 = (v: DataView, o: number, x: Field, n: number) => v.setInt32(o + x.offset, n, true);
-const w64 = (v: DataView, o: number, x: Field, n: bigint) => v.setBigUint64(o + x.offset, n, true);
+import { f, s32, u16, u32, u64, w16, w32, w64, ws32 } from "./codec.js";
 
 // ---- struct ublksrv_ctrl_cmd: shipped in sqe->cmd of control uring_cmds ----
 /** `data` is the header's single-element `data[1]`. */
@@ -73,7 +60,8 @@ export interface ublksrv_ctrl_dev_info {
   nr_hw_queues: number;
   queue_depth: number;
   state: number;
-  pad0: number;
+  /** With UBLK_F_IO_DESC_SIZE: bytes per ublksrv_io_desc. `pad0` in older headers (6.12). */
+  io_desc_size: number;
   max_io_buf_bytes: number;
   dev_id: number;
   ublksrv_pid: number;
@@ -91,7 +79,7 @@ export const ublksrv_ctrl_dev_info_LAYOUT = {
     nr_hw_queues: f(0, 2),
     queue_depth: f(2, 2),
     state: f(4, 2),
-    pad0: f(6, 2),
+    io_desc_size: f(6, 2),
     max_io_buf_bytes: f(8, 4),
     dev_id: f(12, 4),
     ublksrv_pid: f(16, 4),
@@ -110,7 +98,7 @@ export function read_ublksrv_ctrl_dev_info(v: DataView, o: number): ublksrv_ctrl
     nr_hw_queues: u16(v, o, F.nr_hw_queues),
     queue_depth: u16(v, o, F.queue_depth),
     state: u16(v, o, F.state),
-    pad0: u16(v, o, F.pad0),
+    io_desc_size: u16(v, o, F.io_desc_size),
     max_io_buf_bytes: u32(v, o, F.max_io_buf_bytes),
     dev_id: u32(v, o, F.dev_id),
     ublksrv_pid: s32(v, o, F.ublksrv_pid),
@@ -128,7 +116,7 @@ export function write_ublksrv_ctrl_dev_info(v: DataView, o: number, s: ublksrv_c
   w16(v, o, F.nr_hw_queues, s.nr_hw_queues);
   w16(v, o, F.queue_depth, s.queue_depth);
   w16(v, o, F.state, s.state);
-  w16(v, o, F.pad0, s.pad0);
+  w16(v, o, F.io_desc_size, s.io_desc_size);
   w32(v, o, F.max_io_buf_bytes, s.max_io_buf_bytes);
   w32(v, o, F.dev_id, s.dev_id);
   ws32(v, o, F.ublksrv_pid, s.ublksrv_pid);
@@ -204,204 +192,4 @@ export function write_ublksrv_io_cmd(v: DataView, o: number, s: ublksrv_io_cmd):
   w16(v, o, F.tag, s.tag);
   ws32(v, o, F.result, s.result);
   w64(v, o, F.addr, s.addr);
-}
-
-// ---- struct ublk_param_basic ----
-export interface ublk_param_basic {
-  attrs: number;
-  logical_bs_shift: number;
-  physical_bs_shift: number;
-  io_opt_shift: number;
-  io_min_shift: number;
-  max_sectors: number;
-  chunk_sectors: number;
-  dev_sectors: bigint;
-  virt_boundary_mask: bigint;
-}
-export const ublk_param_basic_LAYOUT = {
-  size: 32,
-  fields: {
-    attrs: f(0, 4),
-    logical_bs_shift: f(4, 1),
-    physical_bs_shift: f(5, 1),
-    io_opt_shift: f(6, 1),
-    io_min_shift: f(7, 1),
-    max_sectors: f(8, 4),
-    chunk_sectors: f(12, 4),
-    dev_sectors: f(16, 8),
-    virt_boundary_mask: f(24, 8),
-  },
-} as const;
-export function read_ublk_param_basic(v: DataView, o: number): ublk_param_basic {
-  const F = ublk_param_basic_LAYOUT.fields;
-  return {
-    attrs: u32(v, o, F.attrs),
-    logical_bs_shift: u8(v, o, F.logical_bs_shift),
-    physical_bs_shift: u8(v, o, F.physical_bs_shift),
-    io_opt_shift: u8(v, o, F.io_opt_shift),
-    io_min_shift: u8(v, o, F.io_min_shift),
-    max_sectors: u32(v, o, F.max_sectors),
-    chunk_sectors: u32(v, o, F.chunk_sectors),
-    dev_sectors: u64(v, o, F.dev_sectors),
-    virt_boundary_mask: u64(v, o, F.virt_boundary_mask),
-  };
-}
-export function write_ublk_param_basic(v: DataView, o: number, s: ublk_param_basic): void {
-  const F = ublk_param_basic_LAYOUT.fields;
-  w32(v, o, F.attrs, s.attrs);
-  w8(v, o, F.logical_bs_shift, s.logical_bs_shift);
-  w8(v, o, F.physical_bs_shift, s.physical_bs_shift);
-  w8(v, o, F.io_opt_shift, s.io_opt_shift);
-  w8(v, o, F.io_min_shift, s.io_min_shift);
-  w32(v, o, F.max_sectors, s.max_sectors);
-  w32(v, o, F.chunk_sectors, s.chunk_sectors);
-  w64(v, o, F.dev_sectors, s.dev_sectors);
-  w64(v, o, F.virt_boundary_mask, s.virt_boundary_mask);
-}
-
-// ---- struct ublk_param_discard ----
-export interface ublk_param_discard {
-  discard_alignment: number;
-  discard_granularity: number;
-  max_discard_sectors: number;
-  max_write_zeroes_sectors: number;
-  max_discard_segments: number;
-  reserved0: number;
-}
-export const ublk_param_discard_LAYOUT = {
-  size: 20,
-  fields: {
-    discard_alignment: f(0, 4),
-    discard_granularity: f(4, 4),
-    max_discard_sectors: f(8, 4),
-    max_write_zeroes_sectors: f(12, 4),
-    max_discard_segments: f(16, 2),
-    reserved0: f(18, 2),
-  },
-} as const;
-export function read_ublk_param_discard(v: DataView, o: number): ublk_param_discard {
-  const F = ublk_param_discard_LAYOUT.fields;
-  return {
-    discard_alignment: u32(v, o, F.discard_alignment),
-    discard_granularity: u32(v, o, F.discard_granularity),
-    max_discard_sectors: u32(v, o, F.max_discard_sectors),
-    max_write_zeroes_sectors: u32(v, o, F.max_write_zeroes_sectors),
-    max_discard_segments: u16(v, o, F.max_discard_segments),
-    reserved0: u16(v, o, F.reserved0),
-  };
-}
-export function write_ublk_param_discard(v: DataView, o: number, s: ublk_param_discard): void {
-  const F = ublk_param_discard_LAYOUT.fields;
-  w32(v, o, F.discard_alignment, s.discard_alignment);
-  w32(v, o, F.discard_granularity, s.discard_granularity);
-  w32(v, o, F.max_discard_sectors, s.max_discard_sectors);
-  w32(v, o, F.max_write_zeroes_sectors, s.max_write_zeroes_sectors);
-  w16(v, o, F.max_discard_segments, s.max_discard_segments);
-  w16(v, o, F.reserved0, s.reserved0);
-}
-
-// ---- struct ublk_param_devt: read-only, filled by GET_PARAMS ----
-export interface ublk_param_devt {
-  char_major: number;
-  char_minor: number;
-  disk_major: number;
-  disk_minor: number;
-}
-export const ublk_param_devt_LAYOUT = {
-  size: 16,
-  fields: { char_major: f(0, 4), char_minor: f(4, 4), disk_major: f(8, 4), disk_minor: f(12, 4) },
-} as const;
-export function read_ublk_param_devt(v: DataView, o: number): ublk_param_devt {
-  const F = ublk_param_devt_LAYOUT.fields;
-  return {
-    char_major: u32(v, o, F.char_major),
-    char_minor: u32(v, o, F.char_minor),
-    disk_major: u32(v, o, F.disk_major),
-    disk_minor: u32(v, o, F.disk_minor),
-  };
-}
-export function write_ublk_param_devt(v: DataView, o: number, s: ublk_param_devt): void {
-  const F = ublk_param_devt_LAYOUT.fields;
-  w32(v, o, F.char_major, s.char_major);
-  w32(v, o, F.char_minor, s.char_minor);
-  w32(v, o, F.disk_major, s.disk_major);
-  w32(v, o, F.disk_minor, s.disk_minor);
-}
-
-// ---- struct ublk_param_zoned ----
-export interface ublk_param_zoned {
-  max_open_zones: number;
-  max_active_zones: number;
-  max_zone_append_sectors: number;
-  /** 20 bytes. */
-  reserved: Uint8Array;
-}
-export const ublk_param_zoned_LAYOUT = {
-  size: 32,
-  fields: {
-    max_open_zones: f(0, 4),
-    max_active_zones: f(4, 4),
-    max_zone_append_sectors: f(8, 4),
-    reserved: f(12, 20),
-  },
-} as const;
-export function read_ublk_param_zoned(v: DataView, o: number): ublk_param_zoned {
-  const F = ublk_param_zoned_LAYOUT.fields;
-  const at = v.byteOffset + o + F.reserved.offset;
-  return {
-    max_open_zones: u32(v, o, F.max_open_zones),
-    max_active_zones: u32(v, o, F.max_active_zones),
-    max_zone_append_sectors: u32(v, o, F.max_zone_append_sectors),
-    reserved: new Uint8Array(v.buffer.slice(at, at + F.reserved.size)),
-  };
-}
-export function write_ublk_param_zoned(v: DataView, o: number, s: ublk_param_zoned): void {
-  const F = ublk_param_zoned_LAYOUT.fields;
-  w32(v, o, F.max_open_zones, s.max_open_zones);
-  w32(v, o, F.max_active_zones, s.max_active_zones);
-  w32(v, o, F.max_zone_append_sectors, s.max_zone_append_sectors);
-  for (let i = 0; i < F.reserved.size; i++) v.setUint8(o + F.reserved.offset + i, s.reserved[i] ?? 0);
-}
-
-// ---- struct ublk_params: SET_PARAMS / GET_PARAMS payload ----
-/** `len` is normally ublk_params_LAYOUT.size (112: 108 bytes of fields + tail padding to 8). */
-export interface ublk_params {
-  len: number;
-  /** UBLK_PARAM_TYPE_* bits saying which sub-structs are meaningful. */
-  types: number;
-  basic: ublk_param_basic;
-  discard: ublk_param_discard;
-  devt: ublk_param_devt;
-  zoned: ublk_param_zoned;
-}
-export const ublk_params_LAYOUT = {
-  size: 112,
-  fields: {
-    len: f(0, 4),
-    types: f(4, 4),
-    basic: f(8, 32),
-    discard: f(40, 20),
-    devt: f(60, 16),
-    zoned: f(76, 32),
-  },
-} as const;
-export function read_ublk_params(v: DataView, o: number): ublk_params {
-  const F = ublk_params_LAYOUT.fields;
-  return {
-    len: u32(v, o, F.len),
-    types: u32(v, o, F.types),
-    basic: read_ublk_param_basic(v, o + F.basic.offset),
-    discard: read_ublk_param_discard(v, o + F.discard.offset),
-    devt: read_ublk_param_devt(v, o + F.devt.offset),
-    zoned: read_ublk_param_zoned(v, o + F.zoned.offset),
-  };
-}
-export function write_ublk_params(v: DataView, o: number, s: ublk_params): void {
-  const F = ublk_params_LAYOUT.fields;
-  w32(v, o, F.len, s.len);
-  w32(v, o, F.types, s.types);
-  write_ublk_param_basic(v, o + F.basic.offset, s.basic);
-  write_ublk_param_discard(v, o + F.discard.offset, s.discard);
-  write_ublk_param_devt(v, o + F.devt.offset, s.devt);
-  write_ublk_param_zoned(v, o + F.zoned.offset, s.zoned);
 }

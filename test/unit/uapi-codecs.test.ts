@@ -41,6 +41,21 @@ const zoned: u.ublk_param_zoned = {
   max_zone_append_sectors: 512,
   reserved: Uint8Array.from({ length: 20 }, (_, i) => i + 1),
 };
+const dma: u.ublk_param_dma_align = { alignment: 511 };
+const seg: u.ublk_param_segment = {
+  seg_boundary_mask: 0xffff_ffffn,
+  max_segment_size: 65536,
+  max_segments: 128,
+};
+const integrity: u.ublk_param_integrity = {
+  flags: 0x80000001,
+  max_integrity_segments: 0xfffe,
+  interval_exp: 12,
+  metadata_size: 8,
+  pi_offset: 1,
+  csum_type: 2,
+  tag_size: 3,
+};
 
 test("struct codecs round-trip", () => {
   roundTrip(32, u.write_ublksrv_ctrl_cmd, u.read_ublksrv_ctrl_cmd, {
@@ -57,7 +72,7 @@ test("struct codecs round-trip", () => {
     nr_hw_queues: 4,
     queue_depth: 128,
     state: u.UBLK_S_DEV_LIVE,
-    pad0: 1,
+    io_desc_size: 32,
     max_io_buf_bytes: 512 << 10,
     dev_id: 7,
     ublksrv_pid: -1,
@@ -85,18 +100,79 @@ test("struct codecs round-trip", () => {
   roundTrip(20, u.write_ublk_param_discard, u.read_ublk_param_discard, discard);
   roundTrip(16, u.write_ublk_param_devt, u.read_ublk_param_devt, devt);
   roundTrip(32, u.write_ublk_param_zoned, u.read_ublk_param_zoned, zoned);
+  roundTrip(8, u.write_ublk_param_dma_align, u.read_ublk_param_dma_align, dma);
+  roundTrip(16, u.write_ublk_param_segment, u.read_ublk_param_segment, seg);
+  roundTrip(16, u.write_ublk_param_integrity, u.read_ublk_param_integrity, integrity);
   const types = u.UBLK_PARAM_TYPE_BASIC | u.UBLK_PARAM_TYPE_DISCARD | u.UBLK_PARAM_TYPE_DEVT;
   const len = u.ublk_params_LAYOUT.size;
-  roundTrip(len, u.write_ublk_params, u.read_ublk_params, { len, types, basic, discard, devt, zoned });
+  const params = { len, types, basic, discard, devt, zoned, dma, seg, integrity };
+  roundTrip(len, u.write_ublk_params, u.read_ublk_params, params);
+  roundTrip(24, u.write_ublk_shmem_buf_reg, u.read_ublk_shmem_buf_reg, {
+    addr: 0x7f12_3456_7000n,
+    len: 1n << 32n,
+    flags: u.UBLK_SHMEM_BUF_READ_ONLY,
+    reserved: 0,
+  });
+  roundTrip(8, u.write_ublk_elem_header, u.read_ublk_elem_header, { tag: 4095, buf_index: 7, result: -5 });
+  roundTrip(16, u.write_ublk_batch_io, u.read_ublk_batch_io, {
+    q_id: 3,
+    flags: u.UBLK_BATCH_F_HAS_BUF_ADDR,
+    nr_elem: 64,
+    elem_bytes: 16,
+    reserved: 1,
+    reserved2: 2n,
+  });
 });
 
 test("ublk_params sub-structs land at their offsets", () => {
   const v = new DataView(new ArrayBuffer(u.ublk_params_LAYOUT.size));
-  u.write_ublk_params(v, 0, { len: 112, types: 15, basic, discard, devt, zoned });
+  u.write_ublk_params(v, 0, { len: 152, types: 15, basic, discard, devt, zoned, dma, seg, integrity });
+  assert.equal(v.getUint32(0, true), 152);
   assert.equal(v.getBigUint64(8 + 16, true), basic.dev_sectors);
   assert.equal(v.getUint16(40 + 16, true), 256);
   assert.equal(v.getUint32(60 + 8, true), 259);
   assert.equal(v.getUint8(76 + 12 + 19), 20);
+  assert.equal(v.getUint32(108, true), 511);
+  assert.equal(v.getBigUint64(120, true), 0xffff_ffffn);
+  assert.equal(v.getUint16(120 + 12, true), 128);
+  assert.equal(v.getUint8(136 + 10), 3);
+});
+
+test("ublk_params without the parts newer than 6.12: written as zeros, padding too", () => {
+  const v = new DataView(new ArrayBuffer(u.ublk_params_LAYOUT.size + 8));
+  new Uint8Array(v.buffer).fill(0xa5);
+  const types = u.UBLK_PARAM_TYPE_BASIC | u.UBLK_PARAM_TYPE_DISCARD;
+  u.write_ublk_params(v, 0, { len: u.ublk_params_LAYOUT.size, types, basic, discard, devt, zoned });
+  const bytes = new Uint8Array(v.buffer);
+  // 108..151: dma, the 4 padding bytes before seg, seg and integrity; all zero.
+  assert.ok(bytes.subarray(108, 152).every((b) => b === 0));
+  assert.equal(bytes[152], 0xa5, "wrote past the struct");
+  const back = u.read_ublk_params(v, 0);
+  assert.deepEqual(back.dma, { alignment: 0 });
+  assert.equal(back.seg.max_segments, 0);
+  assert.equal(back.integrity.metadata_size, 0);
+  assert.equal(back.types, types);
+});
+
+test("auto_buf_reg sqe addr and shared-memory zero-copy addr helpers", () => {
+  const reg = { index: 0xffff, flags: u.UBLK_AUTO_BUF_REG_FALLBACK, reserved0: 0, reserved1: 0 };
+  const addr = u.ublk_auto_buf_reg_to_sqe_addr(reg);
+  assert.equal(addr, 0x1ffffn);
+  assert.deepEqual(u.ublk_sqe_addr_to_auto_buf_reg(addr), reg);
+  assert.equal(u.autoBufRegSqeAddr(0xffff, u.UBLK_AUTO_BUF_REG_FALLBACK), Number(addr));
+  assert.equal(u.autoBufRegSqeAddr(5), 5);
+  const full = { index: 1, flags: 2, reserved0: 3, reserved1: 0xffffffff };
+  assert.deepEqual(u.ublk_sqe_addr_to_auto_buf_reg(u.ublk_auto_buf_reg_to_sqe_addr(full)), full);
+  const zc = u.ublk_shmem_zc_addr(0xffff, 0xffffffff);
+  assert.equal(zc, 2 ** 48 - 1);
+  assert.equal(u.ublk_shmem_zc_index(zc), 0xffff);
+  assert.equal(u.ublk_shmem_zc_offset(zc), 0xffffffff);
+  assert.equal(u.ublk_shmem_zc_index(u.ublk_shmem_zc_addr(3, 4096)), 3);
+  assert.equal(u.ublk_shmem_zc_offset(u.ublk_shmem_zc_addr(3, 4096)), 4096);
+  assert.equal(u.ublk_shmem_zc_index(BigInt(zc)), 0xffff);
+  assert.equal(u.ublkBatchElemBytes(0), 8);
+  assert.equal(u.ublkBatchElemBytes(u.UBLK_BATCH_F_HAS_BUF_ADDR), 16);
+  assert.equal(u.ublkBatchElemBytes(u.UBLK_BATCH_F_HAS_BUF_ADDR | u.UBLK_BATCH_F_HAS_ZONE_LBA), 24);
 });
 
 test("io_desc hot-path readers", () => {
@@ -169,5 +245,6 @@ test("featureNames and devStateName", () => {
   assert.deepEqual(u.featureNames(0), []);
   assert.deepEqual(u.featureNames((1n << 40n) | 1n), ["UBLK_F_SUPPORT_ZERO_COPY", "UNKNOWN(1<<40)"]);
   assert.equal(u.devStateName(u.UBLK_S_DEV_QUIESCED), "UBLK_S_DEV_QUIESCED");
+  assert.equal(u.devStateName(u.UBLK_S_DEV_FAIL_IO), "UBLK_S_DEV_FAIL_IO");
   assert.equal(u.devStateName(9), "UNKNOWN(9)");
 });

@@ -1,19 +1,24 @@
-// ublk features: what the loaded driver supports, in the kernel selftest's format.
+// ublk features: what the loaded driver supports, in the kernel selftest's (kublk's) format.
 import { ControlDevice } from "../../ctrl/control.js";
 import { featureNames } from "../../uapi/ublk_cmd.js";
+
+/**
+ * The mask line, then one `0x<bit, left-aligned in 16> : <name>` line per set bit, low bit first.
+ * Names are the header's UBLK_F_*; a bit this build does not know prints as UNKNOWN(1<<n).
+ */
+export function formatFeatures(flags: bigint): string {
+  let out = `ublk_drv features: 0x${flags.toString(16)}\n`;
+  for (let bit = 0n; bit < 64n; bit++) {
+    const mask = 1n << bit;
+    if (flags & mask) out += `0x${mask.toString(16).padEnd(16)}: ${featureNames(mask)[0]}\n`;
+  }
+  return out;
+}
 
 export async function features(): Promise<number> {
   const ctrl = await ControlDevice.open();
   try {
-    const flags = await ctrl.getFeatures();
-    process.stdout.write(`ublk_drv features: 0x${flags.toString(16)}\n`);
-    for (let bit = 0; bit < 64; bit++) {
-      const mask = 2 ** bit;
-      if (Math.floor(flags / mask) % 2 === 1) {
-        const name = featureNames(BigInt(mask))[0] ?? `unknown`;
-        process.stdout.write(`0x${mask.toString(16).padEnd(16)}: ${name}\n`);
-      }
-    }
+    process.stdout.write(formatFeatures(BigInt(await ctrl.getFeatures())));
   } finally {
     ctrl.close();
   }
