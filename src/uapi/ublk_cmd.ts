@@ -37,6 +37,9 @@ export const UBLK_U_CMD_GET_DEV_INFO2 = _IOR("u", UBLK_CMD_GET_DEV_INFO2, CTRL_S
 // The header gives these two no legacy UBLK_CMD_* name, only the raw numbers.
 export const UBLK_U_CMD_GET_FEATURES = _IOR("u", 0x13, CTRL_SZ);
 export const UBLK_U_CMD_DEL_DEV_ASYNC = _IOR("u", 0x14, CTRL_SZ);
+export const UBLK_U_CMD_UPDATE_SIZE = _IOWR("u", 0x15, CTRL_SZ);
+export const UBLK_U_CMD_QUIESCE_DEV = _IOWR("u", 0x16, CTRL_SZ);
+export const UBLK_U_CMD_TRY_STOP_DEV = _IOWR("u", 0x17, CTRL_SZ);
 
 /** Bytes of the u64 feature mask returned by UBLK_U_CMD_GET_FEATURES. */
 export const UBLK_FEATURES_LEN = 8;
@@ -85,11 +88,17 @@ export const UBLK_F_UNPRIVILEGED_DEV = 1 << 5;
 export const UBLK_F_CMD_IOCTL_ENCODE = 1 << 6;
 export const UBLK_F_USER_COPY = 1 << 7;
 export const UBLK_F_ZONED = 1 << 8;
+export const UBLK_F_USER_RECOVERY_FAIL_IO = 1 << 9;
+export const UBLK_F_UPDATE_SIZE = 1 << 10;
+export const UBLK_F_QUIESCE = 1 << 12;
+export const UBLK_F_SAFE_STOP_DEV = 1 << 17;
+export const UBLK_F_NO_AUTO_PART_SCAN = 1 << 18;
 
 // ---- device state (ublksrv_ctrl_dev_info.state) ----
 export const UBLK_S_DEV_DEAD = 0;
 export const UBLK_S_DEV_LIVE = 1;
 export const UBLK_S_DEV_QUIESCED = 2;
+export const UBLK_S_DEV_FAIL_IO = 3;
 
 // ---- ublksrv_io_desc op (op_flags bits 0-7) ----
 export const UBLK_IO_OP_READ = 0;
