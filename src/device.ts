@@ -169,8 +169,27 @@ export interface RecoverOptions {
   log?: (message: string) => void;
 }
 
+/**
+ * The UBLK_F_* to ask ADD_DEV for: what the user and the target asked (refused, naming the bits, when
+ * the driver lacks one), plus what ublk-ts uses whenever the driver has it: ioctl-encoded commands,
+ * online resize, safe stop, and quiesce for recoverable devices (the daemon upgrade path).
+ */
+export function chooseFlags(wanted: number, features: number): number {
+  const missing = wanted & ~features;
+  if (missing) {
+    throw new DeviceError(
+      `the ublk driver lacks ${U.featureNames(missing).join(", ")} (features 0x${features.toString(16)}); ` +
+        "drop that option or use a newer kernel",
+    );
+  }
+  let extra = U.UBLK_F_CMD_IOCTL_ENCODE | U.UBLK_F_UPDATE_SIZE | U.UBLK_F_SAFE_STOP_DEV;
+  if (wanted & U.UBLK_F_USER_RECOVERY) extra |= U.UBLK_F_QUIESCE;
+  return wanted | (extra & features);
+}
+
 export class UblkDevice {
   private stopping: Promise<void> | null = null;
+  private currentSize: number;
   /** Resolves when every queue has ended (after stop(), or when the device was stopped elsewhere). */
   readonly ended: Promise<void>;
 
@@ -188,6 +207,7 @@ export class UblkDevice {
     private readonly log: (m: string) => void,
   ) {
     this.ended = Promise.all(threads.map((t) => t.exited)).then(() => {});
+    this.currentSize = sizeBytes;
   }
 
   get devId(): number {
@@ -227,12 +247,13 @@ export class UblkDevice {
     const ctrl = await ControlDevice.open();
     let info: DevInfo;
     try {
+      const flags = chooseFlags((opts.flags ?? 0) | (setup.flags ?? 0), await ctrl.getFeatures());
       info = await ctrl.addDev({
         devId: opts.devId ?? -1,
         nrHwQueues: queues,
         queueDepth: depth,
         maxIoBufBytes,
-        flags: (opts.flags ?? 0) | (setup.flags ?? 0) | U.UBLK_F_CMD_IOCTL_ENCODE,
+        flags,
       });
     } catch (err) {
       ctrl.close();
@@ -351,6 +372,43 @@ export class UblkDevice {
   /** Current state from the driver. */
   getInfo(): Promise<DevInfo> {
     return this.ctrl.getDevInfo(this.devId);
+  }
+
+  /** True once stop() was called: the queues' end is ours, not the driver's or another tool's. */
+  get stopRequested(): boolean {
+    return this.stopping !== null;
+  }
+
+  /**
+   * After the queues ended without stop() (the device was quiesced, e.g. for a daemon upgrade): let go
+   * of the device without deleting it, so a new daemon can take it over with `ublk recover`.
+   */
+  async release(): Promise<void> {
+    await Promise.all(this.threads.map((t) => t.close(2000)));
+    closeSync(this.charFd);
+    this.ctrl.close();
+    await this.target.close?.(this.setup);
+  }
+
+  /**
+   * Changes the capacity of the live device: the target is asked first (it may grow its backing or
+   * refuse), then UPDATE_SIZE tells the driver. Needs UBLK_F_UPDATE_SIZE.
+   */
+  async resize(newSize: number): Promise<void> {
+    if (!(this.info.flags & U.UBLK_F_UPDATE_SIZE))
+      throw new DeviceError(`device ${this.devId} cannot change size: the driver lacks UBLK_F_UPDATE_SIZE`);
+    const lbs = this.params.logicalBlockSize;
+    if (!Number.isSafeInteger(newSize) || newSize <= 0 || newSize % lbs !== 0)
+      throw new DeviceError(`size ${newSize} must be a positive multiple of the ${lbs}-byte logical block`);
+    if (!this.target.resize) throw new DeviceError(`the ${this.target.name} target cannot change size`);
+    await this.target.resize(this.setup, newSize);
+    await this.ctrl.updateSize(this.devId, newSize / 512);
+    this.currentSize = newSize;
+  }
+
+  /** The capacity now (after any resize). */
+  get size(): number {
+    return this.currentSize;
   }
 
   /**

@@ -35,6 +35,7 @@ const VALUE_OPTIONS: Record<string, string> = {
   "--rotational": "rotational",
   "--wc": "wc",
   "--fua": "fua",
+  "--timeout": "timeout",
 };
 
 const BOOL_KEYS: Record<string, string> = {
@@ -59,6 +60,9 @@ const FLAGS: Record<string, string> = {
   "--verbose": "verbose",
   "--buffered_io": "buffered_io",
   "--supervise": "supervise",
+  "--safe": "safe",
+  "--async": "async",
+  "--no_auto_part_scan": "no_auto_part_scan",
   "-h": "help",
   "--help": "help",
 };

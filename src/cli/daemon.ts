@@ -3,8 +3,10 @@
 // device is stopped from outside (`ublk del`), and always deletes what it created.
 import { appendFileSync, mkdirSync } from "node:fs";
 import { UblkDevice } from "../device.js";
+import { UBLK_F_USER_RECOVERY, UBLK_S_DEV_DEAD } from "../uapi/ublk_cmd.js";
+import { serveAdmin } from "./admin.js";
 import { formatDevice } from "./format.js";
-import { type AddSpec, LOG_FILE, RUN_DIR, removeState, writeState } from "./state.js";
+import { type AddSpec, LOG_FILE, RUN_DIR, readState, removeState, writeState } from "./state.js";
 
 export type DaemonReport = { type: "live"; text: string; devId: number } | { type: "error"; message: string };
 
@@ -68,6 +70,15 @@ export async function runDaemon(
     dev.queues,
   );
   log(`LIVE: ${dev.blockDevice} target ${spec.target}`);
+  const closeAdmin = serveAdmin(dev.devId, async (req) => {
+    if (req.op !== "resize") return { ok: false, error: `unknown request ${JSON.stringify(req)}` };
+    await dev.resize(req.size);
+    // A recovery re-opens the target with the saved options: they must describe the new size.
+    if (spec.targetOptions.size !== undefined) spec.targetOptions.size = String(req.size);
+    writeState({ ...readState(dev.devId)!, spec: { ...spec, devId: dev.devId } });
+    log(`resized to ${req.size} bytes`);
+    return { ok: true, size: dev.size };
+  });
   report({ type: "live", text, devId: dev.devId });
 
   let signalled = false;
@@ -83,6 +94,18 @@ export async function runDaemon(
 
   // Queues end when the device is stopped, by us or by `ublk del`; stop() is idempotent either way.
   await dev.ended;
+  closeAdmin();
+  if (!dev.stopRequested) {
+    // Ended without a stop and not DEAD: the device was quiesced (`ublk quiesce`, a daemon upgrade).
+    // Leave it, and the saved state, for the next daemon.
+    const info = await dev.getInfo().catch(() => null);
+    if (info && info.state !== UBLK_S_DEV_DEAD && info.flags & UBLK_F_USER_RECOVERY) {
+      log(`quiesced: handing the device over ('ublk recover -n ${dev.devId}' serves it again)`);
+      await dev.release();
+      log("exited");
+      return 0;
+    }
+  }
   try {
     await dev.stop();
   } catch (err) {

@@ -3,7 +3,7 @@ import type { DevInfo } from "../ctrl/control.js";
 import type { QueueInfo } from "../device.js";
 import type { ublk_params } from "../uapi/ublk_cmd.js";
 
-const STATES = ["DEAD", "LIVE", "QUIESCED"];
+const STATES = ["DEAD", "LIVE", "QUIESCED", "FAIL_IO"];
 
 export function stateName(state: number): string {
   return STATES[state] ?? `UNKNOWN(${state})`;

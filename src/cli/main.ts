@@ -6,6 +6,7 @@ import { del } from "./commands/del.js";
 import { features } from "./commands/features.js";
 import { help, USAGE } from "./commands/help.js";
 import { list } from "./commands/list.js";
+import { quiesce, stop, updateSize } from "./commands/manage.js";
 import { superviseMain } from "./supervise.js";
 
 async function main(argv: string[]): Promise<number> {
@@ -27,6 +28,12 @@ async function main(argv: string[]): Promise<number> {
       return list(args);
     case "del":
       return del(args);
+    case "stop":
+      return stop(args);
+    case "quiesce":
+      return quiesce(args);
+    case "update_size":
+      return updateSize(args);
     case "features":
       return features();
     case "help":

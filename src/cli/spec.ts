@@ -102,7 +102,10 @@ export function specFromArgs(args: ParsedArgs): AddSpec {
   }
   if (targetOptions.size !== undefined) sizeOpt(options, "size");
 
-  if (type === "ram" && (options.recovery === "1" || options.recovery_reissue === "1"))
+  if (
+    type === "ram" &&
+    (options.recovery === "1" || options.recovery_reissue === "1" || options.recovery_fail_io === "1")
+  )
     throw new UsageError("a ram disk's data lives in its daemon: user recovery (-r/-i) cannot bring it back");
 
   let ublkFlags = 0;
@@ -110,11 +113,9 @@ export function specFromArgs(args: ParsedArgs): AddSpec {
   if (options.recovery_reissue === "1") ublkFlags |= U.UBLK_F_USER_RECOVERY | U.UBLK_F_USER_RECOVERY_REISSUE;
   if (options.need_get_data === "1") ublkFlags |= U.UBLK_F_NEED_GET_DATA;
   if (options.uring_comp === "1") ublkFlags |= U.UBLK_F_URING_CMD_COMP_IN_TASK;
-  if (options.recovery_fail_io === "1") {
-    throw new UsageError(
-      "-e 1 (UBLK_F_USER_RECOVERY_FAIL_IO) needs Linux >= 6.13; this build targets the 6.12 driver",
-    );
-  }
+  // As kublk: -e 1 is recovery whose IO fails at once while no daemon serves, instead of waiting.
+  if (options.recovery_fail_io === "1") ublkFlags |= U.UBLK_F_USER_RECOVERY | U.UBLK_F_USER_RECOVERY_FAIL_IO;
+  if (flags.has("no_auto_part_scan")) ublkFlags |= U.UBLK_F_NO_AUTO_PART_SCAN;
 
   const cpus = availableParallelism();
   const maxIoBuf = sizeOpt(options, "max_io_buf_bytes") ?? 512 * 1024;

@@ -51,6 +51,9 @@ const CMD_NAMES = new Map<number, string>([
   [U.UBLK_U_CMD_GET_DEV_INFO2, "GET_DEV_INFO2"],
   [U.UBLK_U_CMD_GET_FEATURES, "GET_FEATURES"],
   [U.UBLK_U_CMD_DEL_DEV_ASYNC, "DEL_DEV_ASYNC"],
+  [U.UBLK_U_CMD_UPDATE_SIZE, "UPDATE_SIZE"],
+  [U.UBLK_U_CMD_QUIESCE_DEV, "QUIESCE_DEV"],
+  [U.UBLK_U_CMD_TRY_STOP_DEV, "TRY_STOP_DEV"],
 ]);
 
 const NO_DEV = 0xffffffff;
@@ -268,6 +271,25 @@ export class ControlDevice {
   /** DEL_DEV_ASYNC returns without waiting for references to drop. */
   async delDevAsync(devId: number): Promise<void> {
     await this.run({ op: U.UBLK_U_CMD_DEL_DEV_ASYNC, devId });
+  }
+
+  /** UPDATE_SIZE (UBLK_F_UPDATE_SIZE): a live device's capacity becomes `sectors` 512-byte sectors. */
+  async updateSize(devId: number, sectors: number): Promise<void> {
+    await this.run({ op: U.UBLK_U_CMD_UPDATE_SIZE, devId, data: sectors });
+  }
+
+  /**
+   * QUIESCE_DEV (UBLK_F_QUIESCE): the driver stops handing out requests, waits until every queue has
+   * an idle tag (EBUSY after `timeoutMs`; 0 waits forever) and aborts the daemon's idle commands, so
+   * it can leave; the device stays for a new daemon (user recovery).
+   */
+  async quiesceDev(devId: number, timeoutMs: number): Promise<void> {
+    await this.run({ op: U.UBLK_U_CMD_QUIESCE_DEV, devId, data: timeoutMs });
+  }
+
+  /** TRY_STOP_DEV (UBLK_F_SAFE_STOP_DEV): STOP_DEV unless the disk is open (EBUSY then). */
+  async tryStopDev(devId: number): Promise<void> {
+    await this.run({ op: U.UBLK_U_CMD_TRY_STOP_DEV, devId });
   }
 
   async startUserRecovery(devId: number): Promise<void> {

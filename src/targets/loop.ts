@@ -11,6 +11,7 @@ import {
   closeSync,
   constants,
   fstatSync,
+  ftruncateSync,
   openSync,
   readFileSync,
   readSync,
@@ -131,6 +132,24 @@ function fallocate(ctx: QueueContext<LoopState>, req: IoRequest, mode: number, s
   return QUEUED;
 }
 
+/** Shrinking may only drop zeros: throws naming the first byte of data in [from, to). */
+function refuseShrinkOverData(path: string, from: number, to: number): void {
+  const fd = openSync(path, "r");
+  const buf = Buffer.alloc(1 << 20);
+  try {
+    for (let off = from; off < to; ) {
+      const n = readSync(fd, buf, 0, Math.min(buf.length, to - off), off);
+      if (n <= 0) break;
+      const at = buf.subarray(0, n).findIndex((b) => b !== 0);
+      if (at >= 0)
+        throw new Error(`refusing to shrink ${path} to ${from} bytes: it holds data at byte ${off + at}`);
+      off += n;
+    }
+  } finally {
+    closeSync(fd);
+  }
+}
+
 export default defineTarget<LoopState>({
   name: "loop",
 
@@ -219,6 +238,16 @@ export default defineTarget<LoopState>({
       },
       description: { file: path, direct, inline: inline !== 0, mapped_reads: mapping !== null },
     };
+  },
+
+  resize(setup, newSize) {
+    const st = setup.state;
+    const stat = fstatSync(st.fd);
+    if (!stat.isFile()) throw new Error(`${st.path} is not a regular file: its size is not ours to change`);
+    if (newSize < stat.size) refuseShrinkOverData(st.path, newSize, stat.size);
+    // The mapping covers the old size only: from now on all IO goes through io_uring.
+    Atomics.store(st.holes, 0, 1);
+    ftruncateSync(st.fd, newSize);
   },
 
   close(setup) {

@@ -15,6 +15,8 @@ export default defineTarget<null>({
       description: { size },
     };
   },
+  // Nothing backs it: any size will do.
+  resize: () => {},
   read: (req) => req.length,
   write: (req) => req.length,
   flush: () => 0,

@@ -80,6 +80,11 @@ export interface Target<S = unknown> {
   open(options: TargetOptions): TargetSetup<S> | Promise<TargetSetup<S>>;
   /** Main thread, after the device is gone. */
   close?(setup: TargetSetup<S>): void | Promise<void>;
+  /**
+   * Main thread, for `ublk update_size`: make room for `newSize` bytes (grow a backing file, say) or
+   * throw to refuse (e.g. shrinking below data). Without it the device cannot change size.
+   */
+  resize?(setup: TargetSetup<S>, newSize: number): void | Promise<void>;
   /** Queue thread, before its first request. */
   initQueue?(ctx: QueueContext<S>): void | Promise<void>;
   /** Queue thread, after its last request. */

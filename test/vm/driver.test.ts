@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { after, test } from "node:test";
-import { addDevice, deleteAll, fio, sh, skipReason, ublk } from "./helpers.js";
+import { addDevice, deleteAll, driverFeatures, fio, sh, skipReason, ublk } from "./helpers.js";
 
 /** /sys/block/ublkbN/queue/NAME */
 const queueAttr = (id: number, name: string) =>
@@ -13,14 +13,27 @@ after(() => {
   if (!skipReason) deleteAll();
 });
 
-test("ublk features prints the 6.12 driver's bits in the selftest format", { skip: skipReason }, () => {
+test("ublk features prints every bit the driver reports, each by name, in the selftest format", {
+  skip: skipReason,
+}, () => {
   const r = ublk("features");
   assert.equal(r.code, 0, r.stderr);
   const lines = r.stdout.trim().split("\n");
-  assert.equal(lines[0], "ublk_drv features: 0x1fe");
-  assert.equal(lines.length, 9);
-  assert.equal(lines[1], `${"0x2".padEnd(18)}: UBLK_F_URING_CMD_COMP_IN_TASK`);
+  const mask = BigInt(/^ublk_drv features: (0x[0-9a-f]+)$/.exec(lines[0])?.[1] ?? "-1");
+  assert.equal(mask, driverFeatures);
+  // Both harness kernels: 6.12 reports 0x1fe, 7.3 0x1fffff; every bit of either has a name.
+  assert.ok(mask === 0x1fen || mask === 0x1fffffn, `unexpected mask 0x${mask.toString(16)}`);
+  let bits = 0;
+  for (let bit = 0n; bit < 64n; bit++) if (mask & (1n << bit)) bits++;
+  assert.equal(lines.length, 1 + bits);
+  assert.equal(
+    lines[1],
+    mask & 1n
+      ? `${"0x1".padEnd(18)}: UBLK_F_SUPPORT_ZERO_COPY`
+      : `${"0x2".padEnd(18)}: UBLK_F_URING_CMD_COMP_IN_TASK`,
+  );
   assert.ok(lines.includes(`${"0x100".padEnd(18)}: UBLK_F_ZONED`));
+  assert.ok(!r.stdout.includes("UNKNOWN"), r.stdout);
 });
 
 test("-g 1 (NEED_GET_DATA): granted, and loop data verifies through fio", { skip: skipReason }, () => {

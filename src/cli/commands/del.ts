@@ -5,11 +5,12 @@ import { ControlDevice, listDevIds } from "../../ctrl/control.js";
 import { UblkError } from "../../ctrl/errors.js";
 import { intOption, type ParsedArgs, UsageError } from "../args.js";
 import { readState, removeState } from "../state.js";
+import { stopDevice } from "./manage.js";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** True while the process exists and is not a zombie (an unreaped daemon has finished its work). */
-function alive(pid: number): boolean {
+export function alive(pid: number): boolean {
   if (pid <= 0) return false;
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
@@ -34,12 +35,22 @@ async function waitGone(pid: number, ms: number): Promise<boolean> {
   return true;
 }
 
-export async function deleteDevice(ctrl: ControlDevice, devId: number): Promise<void> {
+export async function deleteDevice(
+  ctrl: ControlDevice,
+  devId: number,
+  how: { stopped?: boolean; async?: boolean } = {},
+): Promise<void> {
   const info = await ctrl.getDevInfo(devId);
   const pids = new Set<number>([info.ublksrvPid]);
   const state = readState(devId);
   if (state) pids.add(state.pid);
-  await ctrl.stopDev(devId);
+  if (!how.stopped) await ctrl.stopDev(devId);
+  if (how.async) {
+    // DEL_DEV_ASYNC: the id goes at once; the driver frees the device when its last user lets go.
+    await ctrl.delDevAsync(devId);
+    removeState(devId);
+    return;
+  }
   for (const pid of pids) {
     if (!(await waitGone(pid, 30_000))) {
       // A daemon that does not leave after its device stopped is stuck: make it.
@@ -62,6 +73,7 @@ export async function deleteDevice(ctrl: ControlDevice, devId: number): Promise<
 
 export async function del(args: ParsedArgs): Promise<number> {
   const all = args.flags.has("all");
+  const safe = args.flags.has("safe");
   if (!all && args.options.number === undefined) throw new UsageError("del needs -n ID or -a");
   const ids = all ? listDevIds() : [intOption(args.options, "number", -1, 0, 2 ** 20)];
   const ctrl = await ControlDevice.open();
@@ -69,7 +81,11 @@ export async function del(args: ParsedArgs): Promise<number> {
   try {
     for (const id of ids) {
       try {
-        await deleteDevice(ctrl, id);
+        if (safe && !(await stopDevice(ctrl, id, true))) {
+          status = 1;
+          continue;
+        }
+        await deleteDevice(ctrl, id, { stopped: safe, async: args.flags.has("async") });
       } catch (err) {
         if (all && err instanceof UblkError && err.code === "ENODEV") continue;
         process.stderr.write(`ublk: ${err instanceof Error ? err.message : err}\n`);

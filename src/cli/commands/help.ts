@@ -11,6 +11,8 @@ usage: ublk <command> [options]
         loop options:  FILE or -f FILE (backing file or block device), --buffered_io
         ram options:   --size SIZE (required; memory is taken as it is written)
         -r 1 user recovery, -i 1 reissue in-flight IO after recovery, -g 1 NEED_GET_DATA
+        -e 1 recovery, but IO fails at once while no daemon serves (instead of waiting)
+        --no_auto_part_scan: no partition scan when the device starts (blockdev --rereadpt asks)
         --supervise (with -r 1): restart a daemon that dies and recover the device automatically
         parameters: --logical_block_size N --physical_block_size N --io_opt N --io_min N
           --max_sectors N --chunk_sectors N --read_only 0|1 --rotational 0|1 --wc 0|1 --fua 0|1
@@ -19,8 +21,15 @@ usage: ublk <command> [options]
   recover -n ID [-t TARGET [options] [FILE]]
         a new daemon takes over a device whose daemon died (created with -r 1); the target and
         its options come from the saved state unless given
-  list [-n ID] [--json] [-v]    show devices (state DEAD, LIVE or QUIESCED)
-  del -n ID | -a                stop and delete a device (or all of them)
+  list [-n ID] [--json] [-v]    show devices (state DEAD, LIVE, QUIESCED or FAIL_IO)
+  del -n ID | -a [--safe] [--async]
+        stop and delete a device (or all of them); --safe: refuse while it is mounted or open;
+        --async: do not wait for the last user to let go
+  stop -n ID [--safe]           stop a device; its daemon then removes it
+  quiesce -n ID [--timeout MS]  hand a device made with -r 1 over: its daemon finishes what it holds
+                                and leaves, IO waits QUIESCED for 'ublk recover' (daemon upgrade)
+  update_size -n ID -s SIZE     resize a live device; the target makes room first (loop grows its
+                                file, and refuses to shrink over data)
   features                      show what the loaded ublk driver supports
   help                          this text
 
