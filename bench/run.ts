@@ -7,6 +7,7 @@ import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "
 import { cpus } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { ensureHostTools } from "../src/host/ensure.js";
 import { runInVm } from "../src/vm/index.js";
 import {
   type BenchOptions,
@@ -85,6 +86,7 @@ async function main(argv: string[]): Promise<number> {
     }
     throw e;
   }
+  ensureHostTools(["bench"], { what: "npm run bench" });
   const direct = existsSync("/dev/ublk-control") && process.getuid?.() === 0;
   const where = direct ? "host (no VM)" : "qemu TCG VM";
   const est = estimateSeconds(o);
