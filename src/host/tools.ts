@@ -43,6 +43,7 @@ export const HOST_TOOLS: readonly HostTool[] = [
   { bin: "losetup", pkg: "mount", uses: RUN, why: "the kernel loop driver, for comparison" },
   { bin: "blockdev", pkg: "util-linux", uses: ["test"] },
   { bin: "blkdiscard", pkg: "util-linux", uses: ["test"] },
+  { bin: "taskset", pkg: "util-linux", uses: ["test"], why: "IO through a chosen queue" },
   // Plain file tools (Debian's essential set; listed so that nothing spawned is unaccounted for).
   { bin: "truncate", pkg: "coreutils", uses: RUN },
   { bin: "sync", pkg: "coreutils", uses: RUN },
