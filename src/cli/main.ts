@@ -6,6 +6,7 @@ import { del } from "./commands/del.js";
 import { features } from "./commands/features.js";
 import { help, USAGE } from "./commands/help.js";
 import { list } from "./commands/list.js";
+import { down, up } from "./commands/up.js";
 import { superviseMain } from "./supervise.js";
 
 async function main(argv: string[]): Promise<number> {
@@ -27,6 +28,10 @@ async function main(argv: string[]): Promise<number> {
       return list(args);
     case "del":
       return del(args);
+    case "up":
+      return up(args);
+    case "down":
+      return down(args);
     case "features":
       return features();
     case "help":

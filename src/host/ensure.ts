@@ -54,7 +54,7 @@ function usable(t: HostTool, find: (bin: string) => string | undefined): boolean
 
 /** The tools of these uses that are not installed. */
 export function missingTools(uses: readonly ToolUse[], find = findProgram): HostTool[] {
-  return toolsFor(uses).filter((t) => !usable(t, find));
+  return toolsFor(uses).filter((t) => !t.optional && !usable(t, find));
 }
 
 /** The packages that provide these tools, each once, in list order. */

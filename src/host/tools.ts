@@ -14,6 +14,8 @@ export interface HostTool {
   readonly uses: readonly ToolUse[];
   /** Why it is needed, when the name does not say. */
   readonly why?: string;
+  /** Never installed for it: what uses it skips (saying why) without it. */
+  readonly optional?: boolean;
 }
 
 const ALL: readonly ToolUse[] = ["vm", "demo", "test", "bench"];
@@ -70,6 +72,8 @@ export const HOST_TOOLS: readonly HostTool[] = [
   { bin: "cc", pkg: "gcc", uses: ["test"], why: "the UAPI layout probe" },
   { bin: "/usr/include/stdio.h", pkg: "libc6-dev", uses: ["test"], why: "the UAPI layout probe" },
   { bin: "/usr/include/linux/ioctl.h", pkg: "linux-libc-dev", uses: ["test"], why: "the UAPI layout probe" },
+  // Checks the shipped unit file where systemd is present; not worth installing systemd for.
+  { bin: "systemd-analyze", pkg: "systemd", uses: ["test"], optional: true },
 ];
 
 /** The tools one or more uses need. */
