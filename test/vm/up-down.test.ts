@@ -59,7 +59,8 @@ test("ublk up / down from declared files: idempotent, data kept across down and 
   assert.ok(!listedIds().includes(7));
   assert.equal(listedIds().length, 1, "the other declared device stays up");
 
-  assert.equal(ublk("up", "disk").code, 0);
+  const back = ublk("up", "disk");
+  assert.equal(back.code, 0, back.stderr);
   sh("cmp -n 4194304 /tmp/up-data /dev/ublkb7");
 
   const all = ublk("down");
