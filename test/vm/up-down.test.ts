@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { after, test } from "node:test";
-import { deleteAll, listedIds, sh, skipReason, ublk } from "./helpers.js";
+import { deleteAll, listedIds, sh, skipReason, ublk, waitFor } from "./helpers.js";
 
 const DIR = "/tmp/ublk-ts-devices.d";
 process.env.UBLK_TS_DEVICES_DIR = DIR; // the CLI runs inherit it
@@ -82,4 +82,33 @@ test("up refuses an undeclared name and a bad file in one line, creating nothing
   assert.equal(r.stderr.trim().split("\n").length, 1);
   assert.deepEqual(listedIds(), []);
   rmSync(`${DIR}/broken.json`);
+});
+
+test("up recovers a declared device whose daemon died (QUIESCED) in place: same id, data kept", {
+  skip: skipReason,
+}, async () => {
+  mkdirSync(DIR, { recursive: true });
+  sh("truncate -s 16M /tmp/up-rec.img");
+  writeFileSync(
+    `${DIR}/rec.json`,
+    JSON.stringify({ target: "loop", file: "/tmp/up-rec.img", options: { queues: 1 }, flags: ["recovery"] }),
+  );
+  const r = ublk("up", "rec");
+  assert.equal(r.code, 0, r.stderr);
+  const [id] = listedIds();
+  const state = () =>
+    JSON.parse(ublk("list", "-n", String(id), "--json").stdout)[0] as { state: string; daemon_pid: number };
+  const dead = state().daemon_pid;
+  sh("dd if=/dev/urandom of=/tmp/up-rec-data bs=1M count=2 status=none");
+  sh(`dd if=/tmp/up-rec-data of=/dev/ublkb${id} bs=1M oflag=direct status=none`);
+  process.kill(dead, "SIGKILL");
+  assert.ok(await waitFor(() => state().state === "QUIESCED", 45_000), "QUIESCED after the daemon died");
+  const again = ublk("up", "rec");
+  assert.equal(again.code, 0, again.stderr);
+  assert.match(again.stdout, new RegExp(`^dev id ${id}: .*\\n.*state LIVE`, "m"));
+  assert.notEqual(state().daemon_pid, dead);
+  sh(`cmp -n 2097152 /tmp/up-rec-data /dev/ublkb${id}`);
+  assert.equal(ublk("down", "rec").code, 0);
+  assert.deepEqual(listedIds(), []);
+  rmSync(`${DIR}/rec.json`);
 });
