@@ -46,6 +46,7 @@ export const HOST_TOOLS: readonly HostTool[] = [
   { bin: "blockdev", pkg: "util-linux", uses: ["test"] },
   { bin: "blkdiscard", pkg: "util-linux", uses: ["test"] },
   { bin: "taskset", pkg: "util-linux", uses: ["test"], why: "IO through a chosen queue" },
+  { bin: "sfdisk", pkg: "fdisk", uses: ["test"], why: "partitions on a device" },
   // Plain file tools (Debian's essential set; listed so that nothing spawned is unaccounted for).
   { bin: "truncate", pkg: "coreutils", uses: RUN },
   { bin: "sync", pkg: "coreutils", uses: RUN },
@@ -64,6 +65,8 @@ export const HOST_TOOLS: readonly HostTool[] = [
   { bin: "tr", pkg: "coreutils", uses: ["test"] },
   { bin: "touch", pkg: "coreutils", uses: ["test"] },
   { bin: "rm", pkg: "coreutils", uses: ["test"] },
+  { bin: "stat", pkg: "coreutils", uses: ["test"] },
+  { bin: "timeout", pkg: "coreutils", uses: ["test"] },
   { bin: "cmp", pkg: "diffutils", uses: ["test"] },
   { bin: "find", pkg: "findutils", uses: ["test"] },
   { bin: "xargs", pkg: "findutils", uses: ["test"] },
