@@ -125,15 +125,17 @@ async function demo(): Promise<void> {
 }
 
 async function main(): Promise<number> {
+  if (!existsSync("/dev/ublk-control") && !process.env.UBLK_TS_IN_VM) {
+    spawnSync("modprobe", ["ublk_drv"], { stdio: "ignore" });
+  }
   try {
-    // Everything the demo spawns, here or in the VM (which runs this machine's programs).
-    ensureHostTools(["demo"], { what: "the demo" });
+    // Everything the demo spawns, here or in the VM (which runs this machine's programs), and the
+    // VM's own tools when it needs one: a single apt-get on a fresh machine.
+    const vm = !existsSync("/dev/ublk-control") && !process.env.UBLK_TS_IN_VM;
+    ensureHostTools(vm ? ["demo", "vm"] : ["demo"], { what: "the demo" });
   } catch (err) {
     process.stdout.write(`  FAIL  host tools: ${(err as Error).message}\ndemo FAILED\n`);
     return 1;
-  }
-  if (!existsSync("/dev/ublk-control") && !process.env.UBLK_TS_IN_VM) {
-    spawnSync("modprobe", ["ublk_drv"], { stdio: "ignore" });
   }
   if (existsSync("/dev/ublk-control")) {
     try {
