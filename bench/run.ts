@@ -7,6 +7,7 @@ import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "
 import { cpus, release } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { ensureHostTools } from "../src/host/ensure.js";
 import { runInVm } from "../src/vm/index.js";
 import { DEFAULT_KERNEL, parseKernelId } from "../src/vm/kernels.js";
 import {
@@ -86,6 +87,7 @@ async function main(argv: string[]): Promise<number> {
     }
     throw e;
   }
+  ensureHostTools(["bench"], { what: "npm run bench" });
   const direct = existsSync("/dev/ublk-control") && process.getuid?.() === 0;
   const kernel = parseKernelId(o.kernel ?? DEFAULT_KERNEL);
   const where = direct ? "host (no VM)" : "qemu TCG VM";

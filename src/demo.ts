@@ -6,15 +6,18 @@ import { createHash, randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { ensureHostTools } from "./host/ensure.js";
+import { checked } from "./host/spawn.js";
 
 const CLI = fileURLToPath(new URL("./cli/main.js", import.meta.url));
 const root = fileURLToPath(new URL("../..", import.meta.url));
 
-function sh(cmd: string, args: string[]): string {
-  const r = spawnSync(cmd, args, { encoding: "utf8", timeout: 300_000 });
-  if (r.status !== 0) throw new Error(`${cmd} ${args.join(" ")}: ${(r.stderr || r.stdout || "").trim()}`);
-  return r.stdout;
+/** Runs a program; a failure throws one line with its name, exit status and last stderr lines. */
+function sh(cmd: string, args: string[], name = cmd): string {
+  return checked(name, spawnSync(cmd, args, { encoding: "utf8", timeout: 300_000 }));
 }
+
+const ublk = (...args: string[]) => sh(process.execPath, [CLI, ...args], "ublk");
 
 const sha = (path: string) => createHash("sha256").update(readFileSync(path)).digest("hex");
 
@@ -28,7 +31,7 @@ async function step<T>(title: string, fn: () => T | Promise<T>): Promise<T> {
     return out;
   } catch (err) {
     failed = true;
-    process.stdout.write(`  FAIL  ${title}: ${err instanceof Error ? err.message : err}\n`);
+    process.stdout.write(`  FAIL  ${title}: ${err instanceof Error ? err.message || err.name : err}\n`);
     throw err;
   }
 }
@@ -49,7 +52,7 @@ async function demo(): Promise<void> {
       return image;
     });
     devId = await step("ublk add -t loop (device LIVE, served by TypeScript)", () => {
-      const out = sh(process.execPath, [CLI, "add", "-t", "loop", "-q", "2", image]);
+      const out = ublk("add", "-t", "loop", "-q", "2", image);
       const id = Number(/^dev id (\d+)/.exec(out)?.[1] ?? Number.NaN);
       if (!Number.isInteger(id)) throw new Error(`unexpected output: ${out}`);
       return id;
@@ -102,7 +105,7 @@ async function demo(): Promise<void> {
       sh("fsck.ext4", ["-fn", dev]);
     });
     await step(`ublk del -n ${devId}: device gone`, () => {
-      sh(process.execPath, [CLI, "del", "-n", String(devId)]);
+      ublk("del", "-n", String(devId));
       if (existsSync(dev)) throw new Error(`${dev} still exists`);
       devId = -1;
     });
@@ -125,6 +128,15 @@ async function main(): Promise<number> {
   if (!existsSync("/dev/ublk-control") && !process.env.UBLK_TS_IN_VM) {
     spawnSync("modprobe", ["ublk_drv"], { stdio: "ignore" });
   }
+  try {
+    // Everything the demo spawns, here or in the VM (which runs this machine's programs), and the
+    // VM's own tools when it needs one: a single apt-get on a fresh machine.
+    const vm = !existsSync("/dev/ublk-control") && !process.env.UBLK_TS_IN_VM;
+    ensureHostTools(vm ? ["demo", "vm"] : ["demo"], { what: "the demo" });
+  } catch (err) {
+    process.stdout.write(`  FAIL  host tools: ${(err as Error).message}\ndemo FAILED\n`);
+    return 1;
+  }
   if (existsSync("/dev/ublk-control")) {
     try {
       await demo();
@@ -145,4 +157,8 @@ async function main(): Promise<number> {
   return res.status;
 }
 
-process.exitCode = await main();
+process.exitCode = await main().catch((err: unknown) => {
+  // e.g. the VM could not be provisioned or booted: one line, not a stack
+  process.stdout.write(`demo FAILED: ${err instanceof Error ? err.message || err.name : String(err)}\n`);
+  return 1;
+});

@@ -42,18 +42,22 @@ export interface NativeAddon {
 
 const require = createRequire(import.meta.url);
 
+/**
+ * The package's own build (build/Release, made by `npm ci` from source when no prebuild fits) if
+ * there is one, else the prebuilt addon for this platform, arch and libc (prebuilds/, see README).
+ */
 function load(): NativeAddon {
-  const candidates = ["../../build/Release/ublk_native.node", "../../build/Debug/ublk_native.node"];
-  let firstError: unknown;
-  for (const path of candidates) {
-    try {
-      return require(path) as NativeAddon;
-    } catch (err) {
-      firstError ??= err;
-    }
+  const root = new URL("../..", import.meta.url).pathname;
+  try {
+    const nodeGypBuild = require("node-gyp-build") as (dir: string) => NativeAddon;
+    return nodeGypBuild(root);
+  } catch (err) {
+    const reason = err instanceof Error ? err.message.split("\n")[0] : String(err);
+    throw new Error(
+      `ublk-ts native addon: none built or prebuilt for ${process.platform}-${process.arch} (${reason}); ` +
+        "build it from source with 'npx node-gyp rebuild' in the package directory (needs g++, make, python3)",
+    );
   }
-  const reason = firstError instanceof Error ? firstError.message.split("\n")[0] : String(firstError);
-  throw new Error(`ublk-ts native addon is not built (${reason}); run 'npm ci' or 'npx node-gyp rebuild'`);
 }
 
 export const native: NativeAddon = load();

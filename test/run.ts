@@ -3,6 +3,7 @@
 import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
+import { ensureHostTools } from "../src/host/ensure.js";
 import { runInVm } from "../src/vm/index.js";
 import { KERNEL_IDS, type KernelId, parseKernelId } from "../src/vm/kernels.js";
 
@@ -81,6 +82,12 @@ async function runVm(kernel: KernelId): Promise<Totals & { kernelVersion: string
   return { ...totals(res.output, res.status === 0), kernelVersion: res.kernelVersion };
 }
 
+try {
+  ensureHostTools(["test"], { what: "npm test" });
+} catch (err) {
+  process.stdout.write(`tests: cannot run: ${(err as Error).message}\n`);
+  process.exit(1);
+}
 const all: Totals[] = [];
 if (!args.has("--vm-only")) {
   process.stdout.write("== host tests (unit, io_uring) ==\n");

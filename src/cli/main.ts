@@ -7,6 +7,7 @@ import { features } from "./commands/features.js";
 import { help, USAGE } from "./commands/help.js";
 import { list } from "./commands/list.js";
 import { quiesce, stop, updateSize } from "./commands/manage.js";
+import { down, up } from "./commands/up.js";
 import { superviseMain } from "./supervise.js";
 
 async function main(argv: string[]): Promise<number> {
@@ -34,6 +35,10 @@ async function main(argv: string[]): Promise<number> {
       return quiesce(args);
     case "update_size":
       return updateSize(args);
+    case "up":
+      return up(args);
+    case "down":
+      return down(args);
     case "features":
       return features();
     case "help":

@@ -9,6 +9,8 @@ export const LOG_FILE = join(RUN_DIR, "ublk-ts.log");
 
 /** Everything needed to (re)start the daemon for a device. */
 export interface AddSpec {
+  /** The declared device (devices.d/NAME.json) this one was brought up from, if any. */
+  name?: string;
   target: string;
   targetOptions: Record<string, string | boolean>;
   devId: number;

@@ -3,6 +3,7 @@
 import { existsSync } from "node:fs";
 import { isAbsolute, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
+import { importModule } from "./import-module.js";
 import type { Target } from "./target.js";
 
 export const BUILTIN_TARGETS = ["null", "loop", "ram"] as const;
@@ -12,18 +13,18 @@ export function targetModuleUrl(nameOrPath: string, cwd = process.cwd()): string
     return new URL(`./${nameOrPath}.js`, import.meta.url).href;
   }
   if (nameOrPath.startsWith("file:")) return nameOrPath;
-  const looksLikePath = nameOrPath.includes("/") || /\.[cm]?js$/.test(nameOrPath);
+  const looksLikePath = nameOrPath.includes("/") || /\.[cm]?[jt]s$/.test(nameOrPath);
   const path = isAbsolute(nameOrPath) ? nameOrPath : resolve(cwd, nameOrPath);
   if (!looksLikePath || !existsSync(path)) {
     throw new Error(
-      `unknown target '${nameOrPath}': use one of ${BUILTIN_TARGETS.join(", ")} or a path to a target module (./my-target.js)`,
+      `unknown target '${nameOrPath}': use one of ${BUILTIN_TARGETS.join(", ")} or a path to a target module (./my-target.ts or .js)`,
     );
   }
   return pathToFileURL(path).href;
 }
 
 export async function loadTarget(url: string): Promise<Target> {
-  const mod = (await import(url)) as { default?: Target; target?: Target };
+  const mod = (await importModule(url)) as { default?: Target; target?: Target };
   const target = mod.default ?? mod.target;
   if (!target || typeof target.open !== "function" || typeof target.read !== "function") {
     throw new Error(`${url} does not export a target (export default { name, open, read, write, ... })`);

@@ -1,16 +1,7 @@
-import {
-  closeSync,
-  existsSync,
-  mkdirSync,
-  openSync,
-  readFileSync,
-  readSync,
-  renameSync,
-  rmSync,
-} from "node:fs";
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync } from "node:fs";
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { run, which } from "./exec.js";
+import { ensureHostTools } from "../host/ensure.js";
 import { buildInitramfs, initramfsKey } from "./initramfs.js";
 import { DEFAULT_KERNEL, fetchKernelTree, type KernelId, locateTree } from "./kernels.js";
 import { extractVmlinux } from "./vmlinux.js";
@@ -35,18 +26,6 @@ interface Manifest extends VmAssets {
 const ASSETS_FORMAT = 3;
 const assetsKey = () => `${ASSETS_FORMAT}:${initramfsKey()}`;
 
-/** Host tools the VM needs, by the Debian package providing them. */
-const HOST_PACKAGES: { pkg: string; bin: string }[] = [
-  { pkg: "qemu-system-x86", bin: "qemu-system-x86_64" },
-  { pkg: "busybox-static", bin: "busybox" },
-  { pkg: "cpio", bin: "cpio" },
-  { pkg: "xz-utils", bin: "xz" },
-  // depmod builds module indexes (the kernel .deb ships none); modprobe/lsmod serve the guest's chroot.
-  { pkg: "kmod", bin: "depmod" },
-  // unpacks vmlinux from the zstd bzImage so qemu can boot it directly (PVH)
-  { pkg: "zstd", bin: "zstd" },
-];
-
 export function cacheDir(): string {
   return process.env.UBLK_TS_VM_CACHE || "/var/cache/ublk-ts/vm";
 }
@@ -55,42 +34,8 @@ function log(msg: string): void {
   process.stderr.write(`[vm] ${msg}\n`);
 }
 
-/** True if the ELF file has no PT_INTERP, i.e. it can run in an initramfs without libc. */
-function isStaticElf(path: string): boolean {
-  const buf = Buffer.alloc(8192);
-  const fd = openSync(path, "r");
-  try {
-    readSync(fd, buf, 0, buf.length, 0);
-  } finally {
-    closeSync(fd);
-  }
-  if (buf.readUInt32BE(0) !== 0x7f454c46 || buf[4] !== 2) return false;
-  const phoff = Number(buf.readBigUInt64LE(0x20));
-  const phentsize = buf.readUInt16LE(0x36);
-  const phnum = buf.readUInt16LE(0x38);
-  for (let i = 0; i < phnum; i++) {
-    const off = phoff + i * phentsize;
-    if (off + 4 > buf.length) return false;
-    if (buf.readUInt32LE(off) === 3) return false; // PT_INTERP
-  }
-  return true;
-}
-
 async function ensureHostPackages(): Promise<void> {
-  const missing = HOST_PACKAGES.filter(({ pkg, bin }) => {
-    const path = which(bin);
-    return !path || (pkg === "busybox-static" && !isStaticElf(path));
-  }).map((p) => p.pkg);
-  if (missing.length === 0) return;
-  const cmd = `apt-get install -y --no-install-recommends ${missing.join(" ")}`;
-  if (process.getuid?.() !== 0) throw new Error(`VM host tools missing; as root run: ${cmd}`);
-  log(cmd);
-  const args = ["install", "-y", "--no-install-recommends", ...missing];
-  if ((await run("apt-get", args, { passthrough: true, allowFail: true })).code !== 0) {
-    log("apt-get update");
-    await run("apt-get", ["update"], { passthrough: true });
-    await run("apt-get", args, { passthrough: true });
-  }
+  ensureHostTools(["vm"], { what: "the VM harness", log });
 }
 
 /** Serializes provisioning between processes: a lock directory holding the owner's pid. */

@@ -4,13 +4,14 @@ import { after, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { addDevice, deleteAll, fio, sh, skipReason, ublk } from "./helpers.js";
 
-const example = fileURLToPath(new URL("../../../examples/ram-target.js", import.meta.url));
+// The README's example, in TypeScript: it runs as is (Node's type stripping, or tsx on Node 20).
+const example = fileURLToPath(new URL("../../../examples/ram-target.ts", import.meta.url));
 
 after(() => {
   if (!skipReason) deleteAll();
 });
 
-test("examples/ram-target.js: data written through the device reads back equal", { skip: skipReason }, () => {
+test("examples/ram-target.ts: data written through the device reads back equal", { skip: skipReason }, () => {
   const id = addDevice("-t", example, "--size", "8M", "-q", "2");
   const dev = `/dev/ublkb${id}`;
   assert.equal(sh(`blockdev --getsize64 ${dev}`).stdout.trim(), String(8 * 2 ** 20));
@@ -18,6 +19,34 @@ test("examples/ram-target.js: data written through the device reads back equal",
   sh(`dd if=/tmp/ram-src of=${dev} bs=256k oflag=direct status=none`);
   sh(`dd if=${dev} of=/tmp/ram-back bs=64k iflag=direct status=none`);
   sh("cmp /tmp/ram-src /tmp/ram-back");
+  assert.equal(ublk("del", "-n", String(id)).code, 0);
+});
+
+test("a .mts target outside any package, with types and an interface, serves every queue", {
+  skip: skipReason,
+}, () => {
+  const mod = "/tmp/pattern-target.mts";
+  // Each queue thread loads the module itself: a type left unstripped there would fail the device.
+  sh(`cat > ${mod} <<'TS'
+interface Pattern { byte: number }
+type Req = { offset: number; length: number; buffer: Uint8Array };
+const fill = (req: Req, p: Pattern): number => (req.buffer.fill(p.byte + (req.offset >> 20), 0, req.length), req.length);
+export default {
+  name: "pattern",
+  open: (_options: Record<string, unknown>) => ({ size: 4 * 1024 * 1024, state: { byte: 40 } satisfies Pattern }),
+  read: (req: Req, ctx: { state: Pattern }): number => fill(req, ctx.state),
+  write: (req: Req): number => req.length,
+};
+TS`);
+  const id = addDevice("-t", mod, "-q", "2");
+  const dev = `/dev/ublkb${id}`;
+  // 1 MiB steps: byte 40 + the MiB index, through both queues (taskset pins the reader per queue).
+  for (const cpu of [0, 1]) {
+    const r = sh(
+      `taskset -c ${cpu} dd if=${dev} bs=4k skip=768 count=1 iflag=direct status=none | od -An -tu1 | head -1`,
+    );
+    assert.match(r.stdout, /^\s*43\s+43\s+43/);
+  }
   assert.equal(ublk("del", "-n", String(id)).code, 0);
 });
 

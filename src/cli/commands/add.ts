@@ -28,7 +28,7 @@ export async function recover(args: ParsedArgs): Promise<number> {
   return start(spec, args, "recover");
 }
 
-async function start(spec: AddSpec, args: ParsedArgs, mode: "add" | "recover"): Promise<number> {
+export async function start(spec: AddSpec, args: ParsedArgs, mode: "add" | "recover"): Promise<number> {
   const quiet = args.flags.has("quiet");
   if (args.flags.has("foreground")) {
     let devId: number | undefined;

@@ -3,7 +3,7 @@ export const USAGE = `ublk-ts: Linux ublk block devices served by TypeScript
 
 usage: ublk <command> [options]
 
-  add -t null|loop|ram|./target.js [-n ID] [-q QUEUES] [-d DEPTH] [--foreground] [--quiet]
+  add -t null|loop|ram|./target.ts [-n ID] [-q QUEUES] [-d DEPTH] [--foreground] [--quiet]
       [-r 0|1] [-i 0|1] [-g 0|1] [--uring_comp 0|1] [target options] [FILE | -f FILE]
         create /dev/ublkbN and leave a daemon serving it; prints the device once it is LIVE
         defaults: -n -1 (first free id), -q 2 (at most one per CPU), -d 128
@@ -21,6 +21,9 @@ usage: ublk <command> [options]
   recover -n ID [-t TARGET [options] [FILE]]
         a new daemon takes over a device whose daemon died (created with -r 1); the target and
         its options come from the saved state unless given
+  up [NAME...] [--foreground]   create the devices declared in /etc/ublk-ts/devices.d/NAME.json
+        (all without NAME); a LIVE one is left alone, a QUIESCED one recovered
+  down [NAME...]                delete the declared devices that are up
   list [-n ID] [--json] [-v]    show devices (state DEAD, LIVE, QUIESCED or FAIL_IO)
   del -n ID | -a [--safe] [--async]
         stop and delete a device (or all of them); --safe: refuse while it is mounted or open;
