@@ -4,16 +4,18 @@
 # depth 128) it runs fio 4k randread qd1 under `perf record -a` (cpu-clock, so idle CPUs are sampled
 # too) and prints: fio's IOPS and clat mean, the daemon's CPU time per IO, and the samples of the whole
 # machine split by command and DSO, which bench/NOTES.md turns into microseconds per IO.
-# Env: RUNTIME (s, default 6), FREQ (Hz, default 2000), MODE=perf|strace (strace -c -f on the daemon).
+# Env: RUNTIME (s, default 6), WARM (s of unmeasured qd1 IO first, default 5), FREQ (Hz, default 250: more makes TCG crawl), MODE=perf|strace (strace
+# -c -f on the daemon), OUT (default /tmp/ublk-profile; a host path keeps perf.data, the guest's
+# kallsyms and V8's perf maps for `perf report --kallsyms=OUT/kallsyms -i OUT/NAME.perf.data` on the host).
 set -u
 RUNTIME=${RUNTIME:-6}
-FREQ=${FREQ:-2000}
+FREQ=${FREQ:-250}
 MODE=${MODE:-perf}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 UBLK="node $ROOT/dist/src/cli/main.js"
-OUT=/tmp/ublk-profile
+OUT=${OUT:-/tmp/ublk-profile}
 mkdir -p $OUT
-PERF=$(command -v perf || ls /usr/bin/perf_* 2>/dev/null | head -1)
+PERF=perf
 
 ticks() { # utime+stime of a process, in clock ticks
   awk '{ sub(/.*\) /, ""); print $12 + $13 }' /proc/$1/stat
@@ -25,6 +27,9 @@ measure() { # NAME DEV PID
     --iodepth=1 --time_based --runtime=$RUNTIME --ramp_time=2 --randrepeat=0 --norandommap
     --output-format=json --output=$OUT/$name.fio.json)
   local t0 r0 t1 r1
+  # Warm up first (V8 compiles the hot path over the first seconds, a CPU-second or more under TCG).
+  fio --name=warm --filename=$dev --ioengine=io_uring --direct=1 --rw=randread --bs=4k --iodepth=1 \
+    --time_based --runtime=${WARM:-5} --randrepeat=0 --norandommap >/dev/null 2>&1
   t0=$(ticks $pid); r0=$(awk '{print $1}' /sys/block/$(basename $dev)/stat)
   if [ "$MODE" = strace ]; then
     strace -c -f -p $pid -o $OUT/$name.strace 2>/dev/null &
@@ -46,17 +51,17 @@ measure() { # NAME DEV PID
   if [ "$MODE" = strace ]; then
     head -20 $OUT/$name.strace
   else
+    cp /proc/kallsyms $OUT/kallsyms 2>/dev/null
+    cp /tmp/perf-$pid.map $OUT/ 2>/dev/null
     echo "-- samples by command and DSO (whole machine, $FREQ Hz per CPU):"
-    $PERF report -i $OUT/$name.perf.data --stdio --sort comm,dso -F overhead,sample,comm,dso 2>/dev/null |
-      grep -v '^#' | grep -v '^$' | head -25
-    echo "-- daemon (pid $pid) top symbols:"
-    $PERF report -i $OUT/$name.perf.data --stdio --pid $pid --sort dso,sym -F overhead,sample,dso,sym 2>/dev/null |
-      grep -v '^#' | grep -v '^$' | head -40
+    $PERF report -i $OUT/$name.perf.data --stdio --sort comm,dso --percent-limit 0.5 2>/dev/null |
+      grep -v '^#' | grep -v '^$' | head -30
   fi
 }
 
 # ublk-ts
-out=$($UBLK add -t null --size 1G -q 1 -d 128) || { echo "ublk add failed: $out"; exit 1; }
+# V8 writes /tmp/perf-PID.map, so perf can name the JIT-compiled JS functions.
+out=$(NODE_OPTIONS=--perf-basic-prof $UBLK add -t null --size 1G -q 1 -d 128) || { echo "ublk add failed: $out"; exit 1; }
 id=$(sed -n 's/^dev id \([0-9]*\):.*/\1/p' <<<"$out")
 pid=$($UBLK list -n $id --json | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s)[0].daemon_pid))')
 sleep 1
