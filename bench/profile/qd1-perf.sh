@@ -4,7 +4,8 @@
 # depth 128) it runs fio 4k randread qd1 under `perf record -a` (cpu-clock, so idle CPUs are sampled
 # too) and prints: fio's IOPS and clat mean, the daemon's CPU time per IO, and the samples of the whole
 # machine split by command and DSO, which bench/NOTES.md turns into microseconds per IO.
-# Env: RUNTIME (s, default 6), WARM (s of unmeasured qd1 IO first, default 5), FREQ (Hz, default 250: more makes TCG crawl), MODE=perf|strace (strace
+# Env: RUNTIME (s, default 6), WARM (s of unmeasured qd1 IO first, default 5), REPORT=1 (perf report
+# in the guest: slow under TCG; better on the host, see NOTES.md), FREQ (Hz, default 250: more makes TCG crawl), MODE=perf|strace (strace
 # -c -f on the daemon), OUT (default /tmp/ublk-profile; a host path keeps perf.data, the guest's
 # kallsyms and V8's perf maps for `perf report --kallsyms=OUT/kallsyms -i OUT/NAME.perf.data` on the host).
 set -u
@@ -22,41 +23,45 @@ ticks() { # utime+stime of a process, in clock ticks
 }
 
 measure() { # NAME DEV PID
-  local name=$1 dev=$2 pid=$3
+  local name=$1 dev=$2 pid=$3 stat=/sys/block/$(basename $2)/stat
   local fio=(fio --name=qd1 --filename=$dev --ioengine=io_uring --direct=1 --rw=randread --bs=4k
-    --iodepth=1 --time_based --runtime=$RUNTIME --ramp_time=2 --randrepeat=0 --norandommap
-    --output-format=json --output=$OUT/$name.fio.json)
-  local t0 r0 t1 r1
-  # Warm up first (V8 compiles the hot path over the first seconds, a CPU-second or more under TCG).
-  fio --name=warm --filename=$dev --ioengine=io_uring --direct=1 --rw=randread --bs=4k --iodepth=1 \
-    --time_based --runtime=${WARM:-5} --randrepeat=0 --norandommap >/dev/null 2>&1
-  t0=$(ticks $pid); r0=$(awk '{print $1}' /sys/block/$(basename $dev)/stat)
+    --iodepth=1 --time_based --runtime=600 --randrepeat=0 --norandommap)
+  # fio runs in the background; the window starts once its IO flows and has gone on for WARM seconds
+  # (V8 compiles the hot path over the first seconds, a CPU-second or more under TCG), so neither
+  # fio's start-up nor the daemon's warm-up is in it.
+  "${fio[@]}" >/dev/null 2>&1 &
+  local fpid=$! r0 r1 t0 t1 n=0
+  until [ "$(awk '{print $1}' $stat)" -gt 100 ] || [ $n -gt 600 ]; do sleep 0.1; n=$((n + 1)); done
+  sleep ${WARM:-5}
+  rm -f $OUT/$name.r0 $OUT/$name.r1
+  t0=$(ticks $pid); r0=$(awk '{print $1}' $stat); local w0=$(date +%s.%N)
   if [ "$MODE" = strace ]; then
-    strace -c -f -p $pid -o $OUT/$name.strace 2>/dev/null &
-    local st=$!
-    sleep 1
-    "${fio[@]}" >/dev/null 2>&1
-    kill -INT $st; wait $st 2>/dev/null
+    timeout -s INT $RUNTIME strace -c -f -p $pid -o $OUT/$name.strace 2>/dev/null
   else
-    $PERF record -q -F $FREQ -a -o $OUT/$name.perf.data -- "${fio[@]}" >/dev/null 2>&1
+    # The counts are taken by the recorded command itself: perf's own start-up and wind-down (tens of
+    # seconds under TCG) are outside the sampled window and must be outside the counted one.
+    $PERF record -q -F $FREQ -a -o $OUT/$name.perf.data -- sh -c "awk '{print \$1}' $stat > $OUT/$name.r0;
+      date +%s.%N > $OUT/$name.w0; sleep $RUNTIME; awk '{print \$1}' $stat > $OUT/$name.r1;
+      date +%s.%N > $OUT/$name.w1" >/dev/null 2>&1
   fi
-  t1=$(ticks $pid); r1=$(awk '{print $1}' /sys/block/$(basename $dev)/stat)
-  node -e '
-    const j = require(process.argv[1]).jobs[0].read;
-    const [name, dt, dr, hz, rt] = process.argv.slice(2).map((x, i) => (i ? Number(x) : x));
-    console.log(`== ${name}: ${j.iops.toFixed(0)} IOPS, clat mean ${(j.clat_ns.mean / 1000).toFixed(1)} us ` +
-      `p50 ${(j.clat_ns.percentile["50.000000"] / 1000).toFixed(1)} us; daemon CPU ${((dt * 1e6) / hz / dr).toFixed(1)} us/IO ` +
-      `over ${dr} requests; ${j.total_ios} IOs in ${rt} s measured`);
-  ' $OUT/$name.fio.json "$name" $((t1 - t0)) $((r1 - r0)) $(getconf CLK_TCK) $RUNTIME
+  t1=$(ticks $pid); r1=$(awk '{print $1}' $stat); local w1=$(date +%s.%N)
+  if [ -s $OUT/$name.r1 ]; then # the sampled window, not the whole perf run
+    r0=$(cat $OUT/$name.r0); r1=$(cat $OUT/$name.r1); w0=$(cat $OUT/$name.w0); w1=$(cat $OUT/$name.w1)
+  fi
+  kill $fpid; wait $fpid 2>/dev/null
+  awk -v n="$name" -v dr=$((r1 - r0)) -v dt=$((t1 - t0)) -v hz=$(getconf CLK_TCK) -v w0=$w0 -v w1=$w1 'BEGIN {
+    w = w1 - w0; printf "== %s: %d requests in %.2f s: %.0f IOPS, %.1f us per IO (qd1: the mean latency); " \
+      "daemon CPU (ticks) %.1f us/IO\n", n, dr, w, dr / w, w * 1e6 / dr, dt * 1e6 / hz / dr }'
   if [ "$MODE" = strace ]; then
     head -20 $OUT/$name.strace
   else
     cp /proc/kallsyms $OUT/kallsyms 2>/dev/null
     cp /tmp/perf-$pid.map $OUT/ 2>/dev/null
-    echo "-- samples by command and DSO (whole machine, $FREQ Hz per CPU):"
-    $PERF report -i $OUT/$name.perf.data --stdio --sort comm,dso --percent-limit 0.5 2>/dev/null |
+    echo "-- queue threads: $(ps -L -o tid=,psr=,comm= -p $pid | tr '\n' ';')"
+    [ -n "${REPORT:-}" ] && $PERF report -i $OUT/$name.perf.data --stdio --sort comm,dso --percent-limit 0.5 2>/dev/null |
       grep -v '^#' | grep -v '^$' | head -30
   fi
+  return 0
 }
 
 # ublk-ts
