@@ -179,6 +179,10 @@ export function markdown(res: BenchResult): string {
     `- fio: \`${res.settings.fio}\`; all runs on a device go through one fio process, one after the other (stonewall), the repeats interleaved (every job once, then again)`,
     `- ublk-ts: \`ublk add -t null --size 1G -q Q -d ${res.settings.queueDepth} [-g]\`, \`ublk add -t loop FILE -q Q -d ${res.settings.queueDepth}\``,
     `- null_blk: ${res.settings.nullBlk}, submit_queues = Q`,
+    ...(o.peers ?? []).map(
+      (p) =>
+        `- peer ${p.name}: \`${p.path} add -t null|loop -q Q -d ${res.settings.queueDepth}\` (${p.dialect}'s syntax)`,
+    ),
     `- loop: a ${res.settings.loopFileMiB} MiB file on the guest's tmpfs, written in full with dd; the kernel loop driver via \`losetup --direct-io=on\`, ublk-ts loop with O_DIRECT (the file has no holes, so it serves IO through its mapping: \`mapped_reads\` in \`ublk list -v\`)`,
     ...(res.settings.ramDiskMiB
       ? [

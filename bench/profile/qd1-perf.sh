@@ -1,9 +1,9 @@
 #!/bin/bash
 # Where a queue-depth-1 IO's time goes, per server: run in the guest as root (npm run vm -- 'bash
 # bench/profile/qd1-perf.sh [PEER_CLI...]'). For ublk-ts null and each peer's null target (1 queue,
-# depth 128) it runs fio 4k randread qd1 under `perf record -a` (cpu-clock, so idle CPUs are sampled
-# too) and prints: fio's IOPS and clat mean, the daemon's CPU time per IO, and the samples of the whole
-# machine split by command and DSO, which bench/NOTES.md turns into microseconds per IO.
+# depth 128) it runs fio 4k randread qd1 and records `perf record -a` (cpu-clock, so idle CPUs are
+# sampled too) over a window inside the run, and prints the requests, IOPS and per-IO time of that
+# window; buckets.py splits the samples per IO on the host (bench/NOTES.md).
 # Env: RUNTIME (s, default 6), WARM (s of unmeasured qd1 IO first, default 5), REPORT=1 (perf report
 # in the guest: slow under TCG; better on the host, see NOTES.md), FREQ (Hz, default 250: more makes TCG crawl), MODE=perf|strace (strace
 # -c -f on the daemon), OUT (default /tmp/ublk-profile; a host path keeps perf.data, the guest's
