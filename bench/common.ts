@@ -1,5 +1,6 @@
 // What the host side (run.ts), the guest side (guest.ts) and the report (report.ts) agree on: the
 // flags, the fio jobs, the device configurations and the shape of the results.
+import { type Peer, type PeerSpecError, parsePeer, peerToArg } from "./peers.js";
 
 export interface BenchOptions {
   /** fio --runtime, seconds (measured part of each run, after the ramp). */
@@ -14,6 +15,12 @@ export interface BenchOptions {
   only?: DeviceKind[];
   /** Kernel series of the VM (host side only; the guest measures whatever it runs on). */
   kernel?: string;
+  /** Other ublk servers measured next to ublk-ts (`--peer`), in the order given. */
+  peers?: Peer[];
+  /** Only these jobs (FioJobSpec.id). */
+  jobs?: string[];
+  /** Only these queue counts (default 1 and 2; smoke 1). */
+  queues?: number[];
 }
 
 /**
@@ -24,16 +31,22 @@ export const DEFAULT_RUNTIME_SEC = 10;
 
 export const USAGE =
   "usage: npm run bench -- [--kernel=6.12|7.3] [--runtime=SEC] [--repeat=N] [--smoke] [--only=KIND[,KIND]]\n" +
+  "                        [--jobs=ID[,ID]] [--queues=N[,N]] [--peer [NAME=]PATH]...\n" +
   "  --kernel=K     the VM's kernel series (default 6.12)\n" +
   `  --runtime=SEC  measured seconds per fio run (default ${DEFAULT_RUNTIME_SEC}, after a 2 s ramp: ~50 min; 5: ~30 min)\n` +
   "  --repeat=N     runs per job, the median is reported (default 3)\n" +
   "  --smoke        1 s, 1 repeat, no ramp, 4k randread qd64 on the 1-queue rows: checks it all still works\n" +
   "  --only=KINDS   comma-separated device kinds, each a ublk-ts target against the kernel's own:\n" +
-  "                 null (null_blk), loop (the loop driver), ram (brd)";
+  "                 null (null_blk), loop (the loop driver), ram (brd)\n" +
+  "  --jobs=IDS     only these fio jobs: rr-qd1, rr-qd64, rw-qd64, seqr-128k, seqw-1m\n" +
+  "  --queues=NS    only these queue counts (default 1,2)\n" +
+  "  --peer [NAME=]PATH  also measure another ublk server's CLI (repeatable): ublksrv's `ublk`\n" +
+  "                 or kublk (`add -t null|loop -q N -d D`), in the same boot, with ublk-ts/peer ratios";
 
 export class BenchUsageError extends Error {}
 
 export function parseOptions(argv: readonly string[]): BenchOptions {
+  argv = joinSpaced(argv);
   const o: BenchOptions = { runtimeSec: DEFAULT_RUNTIME_SEC, rampSec: 2, repeat: 3, smoke: false };
   let runtimeSet = false;
   let repeatSet = false;
@@ -56,11 +69,26 @@ export function parseOptions(argv: readonly string[]): BenchOptions {
     else if (key === "--only" && val.split(",").every((k) => BENCH_KINDS.some((b) => b.kind === k)))
       o.only = val.split(",");
     else if (key === "--kernel" && val) o.kernel = val;
+    else if (key === "--peer") {
+      let p: Peer;
+      try {
+        p = parsePeer(val);
+      } catch (e) {
+        throw new BenchUsageError((e as PeerSpecError).message);
+      }
+      if (o.peers?.some((q) => q.name === p.name))
+        throw new BenchUsageError(`two peers named ${p.name}: name them, --peer NAME=PATH`);
+      o.peers = [...(o.peers ?? []), p];
+    } else if (key === "--jobs" && val.split(",").every((j) => JOBS.some((x) => x.id === j)))
+      o.jobs = val.split(",");
+    else if (key === "--queues" && /^[1-4](,[1-4])*$/.test(val))
+      o.queues = [...new Set(val.split(",").map(Number))].sort();
     else if (key === "--help" || key === "-h") throw new BenchUsageError("");
     else throw new BenchUsageError(`unknown or malformed argument: ${arg}`);
   }
   if (o.smoke) {
-    if (runtimeSet || repeatSet) throw new BenchUsageError("--smoke fixes runtime and repeat; drop them");
+    if (runtimeSet || repeatSet || o.jobs || o.queues)
+      throw new BenchUsageError("--smoke fixes runtime, repeat, jobs and queues; drop them");
     o.runtimeSec = 1;
     o.repeat = 1;
     o.rampSec = 0;
@@ -68,14 +96,37 @@ export function parseOptions(argv: readonly string[]): BenchOptions {
   return o;
 }
 
+/** `--peer PATH` and `--jobs X` as `--peer=PATH`, `--jobs=X` (the other flags take `=` only). */
+function joinSpaced(argv: readonly string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (SPACED.includes(a)) {
+      if (i + 1 >= argv.length || argv[i + 1].startsWith("--"))
+        throw new BenchUsageError(`${a} needs a value`);
+      out.push(`${a}=${argv[++i]}`);
+    } else out.push(a);
+  }
+  return out;
+}
+const SPACED = ["--peer", "--jobs", "--queues", "--only", "--kernel"];
+
 /** The same options as command-line flags (host -> guest). */
 export function optionsToArgs(o: BenchOptions): string[] {
-  const only = o.only ? [`--only=${o.only.join(",")}`] : [];
-  if (o.smoke) return ["--smoke", ...only];
-  return [`--runtime=${o.runtimeSec}`, `--repeat=${o.repeat}`, ...only];
+  const more = [...(o.only ? [`--only=${o.only.join(",")}`] : []), ...(o.peers ?? []).map(peerToArg)];
+  if (o.smoke) return ["--smoke", ...more];
+  return [
+    `--runtime=${o.runtimeSec}`,
+    `--repeat=${o.repeat}`,
+    ...more,
+    ...(o.jobs ? [`--jobs=${o.jobs.join(",")}`] : []),
+    ...(o.queues ? [`--queues=${o.queues.join(",")}`] : []),
+  ];
 }
 
 export interface FioJobSpec {
+  /** Short name for --jobs. */
+  id: string;
   name: string;
   rw: "randread" | "randwrite" | "read" | "write";
   bs: string;
@@ -84,17 +135,18 @@ export interface FioJobSpec {
 }
 
 export const JOBS: readonly FioJobSpec[] = [
-  { name: "4k randread qd1", rw: "randread", bs: "4k", bsBytes: 4096, iodepth: 1 },
-  { name: "4k randread qd64", rw: "randread", bs: "4k", bsBytes: 4096, iodepth: 64 },
-  { name: "4k randwrite qd64", rw: "randwrite", bs: "4k", bsBytes: 4096, iodepth: 64 },
-  { name: "128k read qd64", rw: "read", bs: "128k", bsBytes: 128 << 10, iodepth: 64 },
-  { name: "1M write qd8", rw: "write", bs: "1M", bsBytes: 1 << 20, iodepth: 8 },
+  { id: "rr-qd1", name: "4k randread qd1", rw: "randread", bs: "4k", bsBytes: 4096, iodepth: 1 },
+  { id: "rr-qd64", name: "4k randread qd64", rw: "randread", bs: "4k", bsBytes: 4096, iodepth: 64 },
+  { id: "rw-qd64", name: "4k randwrite qd64", rw: "randwrite", bs: "4k", bsBytes: 4096, iodepth: 64 },
+  { id: "seqr-128k", name: "128k read qd64", rw: "read", bs: "128k", bsBytes: 128 << 10, iodepth: 64 },
+  { id: "seqw-1m", name: "1M write qd8", rw: "write", bs: "1M", bsBytes: 1 << 20, iodepth: 8 },
 ];
 
 export const SMOKE_JOB = "4k randread qd64";
 
 export type DeviceKind = string;
-export type Impl = "ublk-ts" | "kernel";
+/** kernel: the in-kernel driver; peer: another ublk server (--peer). */
+export type Impl = "ublk-ts" | "kernel" | "peer";
 
 /** A ublk-ts variant: extra `ublk add` flags, and the UBLK_F_* bits the driver must offer for it. */
 export interface Variant {
@@ -110,6 +162,8 @@ export interface BenchKind {
   /** The reference takes the queue count too (null_blk); otherwise it runs once, with one queue. */
   referencePerQueues: boolean;
   variants: Variant[];
+  /** ublksrv and kublk have this target: --peer adds their rows. */
+  peers?: boolean;
 }
 
 /** Measured in this order. */
@@ -119,8 +173,15 @@ export const BENCH_KINDS: readonly BenchKind[] = [
     reference: "null_blk",
     referencePerQueues: true,
     variants: [{ flags: [] }, { flags: ["-g"] }],
+    peers: true,
   },
-  { kind: "loop", reference: "loop (kernel)", referencePerQueues: false, variants: [{ flags: [] }] },
+  {
+    kind: "loop",
+    reference: "loop (kernel)",
+    referencePerQueues: false,
+    variants: [{ flags: [] }],
+    peers: true,
+  },
   // The ram target always runs with NEED_GET_DATA: -g says so in the label.
   { kind: "ram", reference: "brd", referencePerQueues: false, variants: [{ flags: ["-g"] }] },
 ];
@@ -137,6 +198,8 @@ export interface DeviceConfig {
   flags: string[];
   /** UBLK_F_* the driver must offer; the guest skips the device otherwise. */
   needs?: number;
+  /** impl "peer": which server. */
+  peer?: Peer;
 }
 
 export const NULL_SIZE_MIB = 1024;
@@ -147,7 +210,7 @@ export const QUEUE_DEPTH = 128;
 
 /** Devices in the order they are measured: each ublk-ts row right after its kernel reference. */
 export function deviceConfigs(o: BenchOptions): DeviceConfig[] {
-  const queueCounts = o.smoke ? [1] : [1, 2];
+  const queueCounts = o.smoke ? [1] : (o.queues ?? [1, 2]);
   const out: DeviceConfig[] = [];
   for (const k of BENCH_KINDS) {
     if (o.only && !o.only.includes(k.kind)) continue;
@@ -157,13 +220,17 @@ export function deviceConfigs(o: BenchOptions): DeviceConfig[] {
       for (const v of k.variants) {
         out.push({ kind: k.kind, impl: "ublk-ts", queues: q, flags: v.flags, needs: v.needs });
       }
+      if (k.peers)
+        for (const peer of o.peers ?? [])
+          out.push({ kind: k.kind, impl: "peer", queues: q, flags: [], peer });
     }
   }
   return out;
 }
 
 export function jobsFor(o: BenchOptions): FioJobSpec[] {
-  return o.smoke ? JOBS.filter((j) => j.name === SMOKE_JOB) : [...JOBS];
+  if (o.smoke) return JOBS.filter((j) => j.name === SMOKE_JOB);
+  return o.jobs ? JOBS.filter((j) => o.jobs!.includes(j.id)) : [...JOBS];
 }
 
 // Measured under TCG on a busy 2-CPU host: fio needs 2-6 s just to start (once per device: all of
@@ -174,6 +241,7 @@ const FIO_START_SEC = 6;
 const RUN_OVERHEAD_SEC = 1;
 const UBLK_DEVICE_SEC = 20;
 const KERNEL_DEVICE_SEC = 3;
+const PEER_DEVICE_SEC = 6;
 const FIXED_SEC = 60;
 
 export function estimateSeconds(o: BenchOptions): number {
@@ -181,13 +249,17 @@ export function estimateSeconds(o: BenchOptions): number {
   const perDevice =
     FIO_START_SEC + jobsFor(o).length * o.repeat * (o.runtimeSec + o.rampSec + RUN_OVERHEAD_SEC);
   return devices.reduce(
-    (t, d) => t + perDevice + (d.impl === "ublk-ts" ? UBLK_DEVICE_SEC : KERNEL_DEVICE_SEC),
+    (t, d) =>
+      t +
+      perDevice +
+      (d.impl === "ublk-ts" ? UBLK_DEVICE_SEC : d.impl === "peer" ? PEER_DEVICE_SEC : KERNEL_DEVICE_SEC),
     FIXED_SEC,
   );
 }
 
-export function deviceLabel(c: { kind: DeviceKind; impl: Impl }): string {
+export function deviceLabel(c: { kind: DeviceKind; impl: Impl; peer?: { name: string } }): string {
   if (c.impl === "ublk-ts") return `ublk-ts ${c.kind}`;
+  if (c.impl === "peer") return `${c.peer?.name ?? "peer"} ${c.kind}`;
   return BENCH_KINDS.find((k) => k.kind === c.kind)?.reference ?? `${c.kind} (kernel)`;
 }
 
@@ -201,9 +273,11 @@ export interface RunResult {
   bwBytes: number;
   p50Ns: number;
   p99Ns: number;
+  /** fio's mean completion latency. */
+  meanNs?: number;
   /** IOs fio counted (after the ramp). */
   ios: number;
-  /** ublk-ts only: daemon utime+stime over the whole fio process, in µs. */
+  /** ublk-ts and peers: daemon utime+stime over the whole fio process, in µs. */
   daemonCpuUs?: number;
   /** IOs of the job's block size the device moved over that same window (ramp included), from sysfs. */
   windowIos?: number;
@@ -219,6 +293,8 @@ export interface Row {
   device: string;
   queues: number;
   flags: string[];
+  /** impl "peer": the server's name (--peer NAME). */
+  peer?: string;
   job: string;
   /** The block device measured. */
   dev?: string;
@@ -231,6 +307,7 @@ export interface Row {
   mbps?: number;
   p50Us?: number;
   p99Us?: number;
+  meanUs?: number;
   cpuUsPerIo?: number;
   error?: string;
 }

@@ -27,7 +27,7 @@ import {
   USAGE,
   variantLabel,
 } from "./common.js";
-import { type LiveDevice, setUpUblk } from "./guest/device.js";
+import { type LiveDevice, setUpPeer, setUpUblk } from "./guest/device.js";
 import {
   CLK_TCK,
   cmd,
@@ -49,6 +49,10 @@ function setUp(c: DeviceConfig, prepareErrors: Map<string, string>): Promise<Liv
   if (!kind) throw new Error(`no guest support for device kind ${c.kind}`);
   const failed = prepareErrors.get(c.kind);
   if (failed) throw new Error(failed);
+  if (c.impl === "peer") {
+    if (!c.peer || !kind.peerTarget) throw new Error(`no peer target for device kind ${c.kind}`);
+    return setUpPeer(c, c.peer, kind.peerTarget(c.peer));
+  }
   return c.impl === "ublk-ts" ? setUpUblk(c, kind.ublkTarget(c)) : kind.setUpReference(c);
 }
 
@@ -60,7 +64,9 @@ function summarize(row: Row): void {
   row.mbps = median(rs.map((r) => r.bwBytes / 1e6));
   row.p50Us = median(rs.map((r) => r.p50Ns / 1000));
   row.p99Us = median(rs.map((r) => r.p99Ns / 1000));
-  if (row.impl === "ublk-ts") {
+  const means = rs.filter((r) => r.meanNs !== undefined);
+  if (means.length > 0) row.meanUs = median(means.map((r) => r.meanNs! / 1000));
+  if (row.impl !== "kernel") {
     const per = rs.filter((r) => r.daemonCpuUs !== undefined && r.windowIos);
     if (per.length > 0) row.cpuUsPerIo = median(per.map((r) => r.daemonCpuUs! / r.windowIos!));
   }
@@ -133,6 +139,7 @@ async function main(argv: string[]): Promise<number> {
         device: deviceLabel(c),
         queues: c.queues,
         flags: c.flags,
+        ...(c.peer ? { peer: c.peer.name } : {}),
       };
       let d: LiveDevice;
       const mark = teardownMark();
@@ -175,7 +182,7 @@ async function main(argv: string[]): Promise<number> {
             r.daemonCpuUs === undefined ? "" : `, daemon ${(r.daemonCpuUs / r.windowIos!).toFixed(1)} µs/IO`;
           say(
             `  ${job.name} #${p.rep}: ${fmtK(r.iops)} IOPS, ${(r.bwBytes / 1e6).toFixed(1)} MB/s, ` +
-              `clat p50 ${(r.p50Ns / 1000).toFixed(1)} µs p99 ${(r.p99Ns / 1000).toFixed(1)} µs${cpu}`,
+              `clat mean ${((r.meanNs ?? Number.NaN) / 1000).toFixed(1)} µs p50 ${(r.p50Ns / 1000).toFixed(1)} µs p99 ${(r.p99Ns / 1000).toFixed(1)} µs${cpu}`,
           );
         }
         if (!row.error) summarize(row);

@@ -1,11 +1,19 @@
 // `npm run bench`: ublk-ts against the kernel's null_blk and loop drivers, measured with fio in one
 // VM boot (or directly, as root on a kernel with ublk). The guest side is guest.js; this side picks
 // its one-line JSON result out of the streamed output and writes bench/results/latest-<kernel>.{json,md,svg}
-// (smoke.* for --smoke, so a CI check never overwrites a real measurement).
+// (smoke.* for --smoke and partial.* for a subset, so neither overwrites a full measurement).
 import { spawn } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import {
+  accessSync,
+  constants,
+  existsSync,
+  mkdirSync,
+  readFileSync,
+  renameSync,
+  writeFileSync,
+} from "node:fs";
 import { cpus, release } from "node:os";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { ensureHostTools } from "../src/host/ensure.js";
 import { runInVm } from "../src/vm/index.js";
@@ -88,6 +96,16 @@ async function main(argv: string[]): Promise<number> {
     throw e;
   }
   ensureHostTools(["bench"], { what: "npm run bench" });
+  // A peer's binary runs in the guest from the same path (the VM sees the host's root): check it here.
+  for (const p of o.peers ?? []) {
+    p.path = resolve(p.path);
+    try {
+      accessSync(p.path, constants.X_OK);
+    } catch {
+      process.stderr.write(`bench: --peer ${p.name}=${p.path}: not an executable file\n`);
+      return 2;
+    }
+  }
   const direct = existsSync("/dev/ublk-control") && process.getuid?.() === 0;
   const kernel = parseKernelId(o.kernel ?? DEFAULT_KERNEL);
   const where = direct ? "host (no VM)" : "qemu TCG VM";
@@ -129,7 +147,9 @@ async function main(argv: string[]): Promise<number> {
   mkdirSync(RESULTS, { recursive: true });
   // One report per kernel series; a run straight on a ublk host is filed under its own series.
   const series = direct ? release().split(".").slice(0, 2).join(".") : kernel;
-  const base = join(RESULTS, `${o.smoke ? "smoke" : "latest"}-${series}`);
+  // A subset (--only, --jobs, --queues) never overwrites the full table.
+  const partial = o.only || o.jobs || o.queues;
+  const base = join(RESULTS, `${o.smoke ? "smoke" : partial ? "partial" : "latest"}-${series}`);
   writeAtomic(`${base}.json`, `${JSON.stringify(res, null, 2)}\n`);
   writeAtomic(`${base}.md`, markdown(res));
   writeAtomic(`${base}.svg`, svg(res));

@@ -2,7 +2,8 @@
 // daemon's pid and queue placement from `ublk list --json`.
 import type { DeviceConfig } from "../common.js";
 import { QUEUE_DEPTH } from "../common.js";
-import { onTeardown, readTicks, ublk, waitForNode } from "./exec.js";
+import { type Peer, parsePeerAdd } from "../peers.js";
+import { must, onTeardown, readTicks, ublk, waitForNode } from "./exec.js";
 
 export interface LiveDevice {
   dev: string;
@@ -20,6 +21,8 @@ export interface GuestKind {
   setUpReference(c: DeviceConfig): Promise<LiveDevice>;
   /** `ublk add` arguments naming the target and its options (`-t` included). */
   ublkTarget(c: DeviceConfig): string[];
+  /** The same for another server's `add` (--peer); absent when the peers have no such target. */
+  peerTarget?(peer: Peer): string[];
 }
 
 interface ListedDevice {
@@ -52,5 +55,23 @@ export async function setUpUblk(c: DeviceConfig, target: string[]): Promise<Live
     daemonPid: listed.daemon_pid,
     queueCpus,
     note: `ublk ${args.join(" ")}: daemon ${listed.daemon_pid}, flags 0x${listed.flags.toString(16)}; ${pins}`,
+  };
+}
+
+/** Another ublk server's device, through its own CLI: `PATH add ... -q Q -d D`, `PATH del -n ID`. */
+export async function setUpPeer(c: DeviceConfig, peer: Peer, target: string[]): Promise<LiveDevice> {
+  const args = ["add", ...target, "-q", String(c.queues), "-d", String(QUEUE_DEPTH)];
+  const out = must(peer.path, args, 60_000);
+  const added = parsePeerAdd(out);
+  if (!added) throw new Error(`${peer.path} ${args.join(" ")} printed no "dev id N:" line: ${out.trim()}`);
+  const id = String(added.id);
+  onTeardown(`${peer.name} device ${id}`, () => must(peer.path, ["del", "-n", id], 60_000));
+  const dev = `/dev/ublkb${id}`;
+  await waitForNode(dev);
+  if (added.pid !== undefined) readTicks(added.pid);
+  return {
+    dev,
+    daemonPid: added.pid,
+    note: `${peer.path} ${args.join(" ")}: daemon ${added.pid ?? "?"}`,
   };
 }

@@ -75,7 +75,7 @@ interface FioDir {
   iops: number;
   bw_bytes: number;
   total_ios: number;
-  clat_ns: { percentile?: Record<string, number> };
+  clat_ns: { mean?: number; percentile?: Record<string, number> };
 }
 
 interface FioJob {
@@ -209,6 +209,7 @@ export async function measureDevice(
         bwBytes: side.bw_bytes,
         p50Ns: pct["50.000000"] ?? Number.NaN,
         p99Ns: pct["99.000000"] ?? Number.NaN,
+        meanNs: side.clat_ns.mean,
         ios: side.total_ios,
         windowIos: ((post.sectors - pre.sectors) * 512) / run.job.bsBytes,
         windowRequests: post.requests - pre.requests,

@@ -3,6 +3,7 @@
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, writeFileSync } from "node:fs";
 import { basename } from "node:path";
 import { type DeviceConfig, LOOP_FILE_MIB, NULL_SIZE_MIB, QUEUE_DEPTH, RAM_DISK_MIB } from "../../common.js";
+import { peerLoopTarget, peerNullTarget } from "../../peers.js";
 import type { GuestKind, LiveDevice } from "../device.js";
 import { must, onTeardown, say, WORK_DIR, waitForNode } from "../exec.js";
 
@@ -94,12 +95,14 @@ async function setUpBrd(): Promise<LiveDevice> {
 export const nullKind: GuestKind = {
   setUpReference: setUpNullBlk,
   ublkTarget: () => ["-t", "null", "--size", `${NULL_SIZE_MIB}M`],
+  peerTarget: peerNullTarget,
 };
 
 export const loopKind: GuestKind = {
   prepare: makeLoopFile,
   setUpReference: setUpKernelLoop,
   ublkTarget: () => ["-t", "loop", LOOP_FILE],
+  peerTarget: (p) => peerLoopTarget(p, LOOP_FILE),
 };
 
 export const ramKind: GuestKind = {
