@@ -10,7 +10,7 @@ export const LOG_FILE = join(RUN_DIR, "ublk-ts.log");
 /** Everything needed to (re)start the daemon for a device. */
 export interface AddSpec {
   target: string;
-  targetOptions: Record<string, string | boolean>;
+  targetOptions: Record<string, string | boolean | string[]>;
   devId: number;
   queues: number;
   depth: number;
