@@ -102,23 +102,25 @@ test("fault_inject --delay_us with --slow_rate/--slow_us: every IO waits the del
   assert.match(list.stdout, /target fault_inject .*delay_us 3000 .*slow_rate 0.2 slow_us 40000/);
   const r = sh(
     `fio --output-format=json --name=lat --filename=/dev/ublkb${id} --rw=randread --bs=4k --direct=1 ` +
-      "--ioengine=io_uring --iodepth=1 --number_ios=150 --size=64M --randseed=1 --clocksource=clock_gettime",
+      "--ioengine=io_uring --iodepth=1 --number_ios=150 --size=64M --randseed=1 --clocksource=clock_gettime --lat_percentiles=1",
   );
   const job = JSON.parse(r.stdout.slice(r.stdout.indexOf("{"))).jobs[0];
-  const clat = job.read.clat_ns;
+  // Total latency (fio's lat: from before the submit to the completion), on the kernel's monotonic
+  // clock, which the io_uring timer runs on. Not clat: fio starts that clock when its submit call
+  // returns, and under a loaded TCG host the fio thread can lose the CPU for milliseconds in
+  // between (clat min 1.5 ms with a 3 ms delay, once on Linux 7.3).
+  const lat = job.read.lat_ns;
   const us = (ns: number) => ns / 1000;
   assert.equal(job.error, 0);
   assert.equal(job.read.total_ios, 150);
-  // fio's clock is clock_gettime (its default, the TSC calibrated at start, ran 20% fast once under a
-  // loaded TCG host); the timer runs on the same monotonic clock.
-  assert.ok(us(clat.min) >= 3000, `the fastest IO took ${us(clat.min)} us, under the 3000 us delay`);
+  assert.ok(us(lat.min) >= 3000, `the fastest IO took ${us(lat.min)} us, under the 3000 us delay`);
   assert.ok(
-    us(clat.percentile["50.000000"]) < 40000,
-    `the median IO took ${us(clat.percentile["50.000000"])} us`,
+    us(lat.percentile["50.000000"]) < 40000,
+    `the median IO took ${us(lat.percentile["50.000000"])} us`,
   );
   assert.ok(
-    us(clat.percentile["95.000000"]) >= 43000,
-    `p95 ${us(clat.percentile["95.000000"])} us: the 20% slow tail did not show`,
+    us(lat.percentile["95.000000"]) >= 43000,
+    `p95 ${us(lat.percentile["95.000000"])} us: the 20% slow tail did not show`,
   );
   assert.equal(ublk("del", "-n", String(id)).code, 0);
 });
@@ -126,7 +128,7 @@ test("fault_inject --delay_us with --slow_rate/--slow_us: every IO waits the del
 test("fault_inject -f FILE --die_after with -r 1 -i 1: the daemon crashes mid-fio, recover, fio sees no error and the data verifies", {
   skip: skipReason,
 }, async () => {
-  sh("rm -f /tmp/fi-img; truncate -s 32M /tmp/fi-img");
+  sh("rm -f /tmp/fi-img; truncate -s 16M /tmp/fi-img");
   const id = addDevice(
     "-t",
     "fault_inject",
@@ -145,14 +147,14 @@ test("fault_inject -f FILE --die_after with -r 1 -i 1: the daemon crashes mid-fi
   const pid = info(id).daemon_pid;
   const job =
     `--name=w --filename=${dev} --rw=randwrite --bs=4k --direct=1 --ioengine=io_uring --iodepth=16 ` +
-    "--size=16M --randseed=11 --verify=crc32c --verify_state_save=0 --output-format=json";
+    "--size=8M --randseed=11 --verify=crc32c --verify_state_save=0 --output-format=json";
   const fio = spawn("bash", ["-c", `fio ${job} --do_verify=0`], { stdio: ["ignore", "pipe", "pipe"] });
   let out = "";
   fio.stdout.on("data", (d) => {
     out += d;
   });
   const fioDone = new Promise<number>((r) => fio.on("exit", (c) => r(c ?? -1)));
-  // 4096 writes: the daemon dies at the 601st request, on its own.
+  // 2048 writes: the daemon dies at the 601st request, on its own.
   const deadline = Date.now() + 60_000;
   while (daemonPids().includes(pid)) {
     assert.ok(Date.now() < deadline, "the daemon did not die after --die_after 600");
@@ -169,7 +171,7 @@ test("fault_inject -f FILE --die_after with -r 1 -i 1: the daemon crashes mid-fi
   assert.equal(await fioDone, 0, `fio failed: ${out}`);
   const w = JSON.parse(out.slice(out.indexOf("{"))).jobs[0];
   assert.equal(w.error, 0);
-  assert.equal(w.write.io_bytes, 16 * 1024 * 1024, "fio did not write its whole region");
+  assert.equal(w.write.io_bytes, 8 * 1024 * 1024, "fio did not write its whole region");
   const v = sh(`fio ${job} --verify_only=1`, { allowFail: true });
   assert.equal(v.code, 0, `verify pass failed:\n${v.stdout}\n${v.stderr}`);
   assert.equal(JSON.parse(v.stdout.slice(v.stdout.indexOf("{"))).jobs[0].error, 0, "verify pass failed");

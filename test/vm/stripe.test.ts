@@ -48,16 +48,16 @@ for (const [queues, nfiles, chunk] of [
   test(`stripe -q ${queues}, ${nfiles} files, chunk ${chunk}: fio crc32c write then verify over the whole device`, {
     skip: skipReason,
   }, () => {
-    const backing = files(`q${queues}-`, nfiles, 8 * MiB);
+    const backing = files(`q${queues}-`, nfiles, 4 * MiB);
     const id = addDevice("-t", "stripe", "-q", String(queues), "--chunk_size", chunk, ...backing);
     const dev = `/dev/ublkb${id}`;
     const size = blockDevBytes(id);
-    assert.equal(size, nfiles * 8 * MiB, "capacity is not the sum of the files");
+    assert.equal(size, nfiles * 4 * MiB, "capacity is not the sum of the files");
     fioWriteThenVerify(dev, size / 2 / MiB, 100 + queues);
     // Every file got its share of the data.
     for (const f of backing) {
       const allocated = Number(sh(`stat -c %b ${f}`).stdout.trim()) * 512;
-      assert.ok(allocated >= 4 * MiB, `${f} holds only ${allocated} bytes after fio wrote the whole device`);
+      assert.ok(allocated >= 2 * MiB, `${f} holds only ${allocated} bytes after fio wrote the whole device`);
     }
     del(id);
   });
@@ -103,7 +103,7 @@ test("stripe: ext4 made, filled and read back through a 2-file stripe fscks clea
   skip: skipReason,
 }, () => {
   sh("modprobe ext4");
-  const backing = files("ext4-", 2, 64 * MiB);
+  const backing = files("ext4-", 2, 32 * MiB);
   const mnt = `${DIR}/mnt`;
   mkdirSync(mnt, { recursive: true });
   sh(
