@@ -36,6 +36,16 @@ const VALUE_OPTIONS: Record<string, string> = {
   "--wc": "wc",
   "--fua": "fua",
   "--timeout": "timeout",
+  // stripe
+  "--chunk_size": "chunk_size",
+  // fault_inject
+  "--delay_us": "delay_us",
+  "--error_rate": "error_rate",
+  "--error_sectors": "error_sectors",
+  "--slow_rate": "slow_rate",
+  "--slow_us": "slow_us",
+  "--die_after": "die_after",
+  "--seed": "seed",
 };
 
 const BOOL_KEYS: Record<string, string> = {

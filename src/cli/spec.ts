@@ -7,7 +7,18 @@ import * as U from "../uapi/ublk_cmd.js";
 import { intOption, type ParsedArgs, UsageError } from "./args.js";
 import type { AddSpec } from "./state.js";
 
-const TARGET_OPTION_KEYS = ["size", "buffered_io"] as const;
+const TARGET_OPTION_KEYS = [
+  "size",
+  "buffered_io",
+  "chunk_size",
+  "delay_us",
+  "error_rate",
+  "error_sectors",
+  "slow_rate",
+  "slow_us",
+  "die_after",
+  "seed",
+] as const;
 
 function sizeOpt(options: Record<string, string>, key: string): number | undefined {
   const v = options[key];
@@ -83,19 +94,27 @@ function paramsFrom(options: Record<string, string>): DeviceParamOverrides {
 export function specFromArgs(args: ParsedArgs): AddSpec {
   const { options, flags, positional } = args;
   const type = options.type;
-  if (!type) throw new UsageError("missing -t TARGET (null, loop, or a path to a target module)");
+  if (!type)
+    throw new UsageError(
+      "missing -t TARGET (null, loop, ram, stripe, fault_inject, or a path to a target module)",
+    );
   try {
     targetModuleUrl(type);
   } catch (err) {
     throw new UsageError((err as Error).message);
   }
-  if (positional.length > 1) throw new UsageError(`unexpected arguments: ${positional.slice(1).join(" ")}`);
-  const file = options.file ?? positional[0];
-  if (options.file && positional[0] && options.file !== positional[0])
-    throw new UsageError("give the backing file once: -f FILE or a trailing FILE");
-
-  const targetOptions: Record<string, string | boolean> = {};
-  if (file !== undefined) targetOptions.file = file;
+  const targetOptions: Record<string, string | boolean | string[]> = {};
+  if (type === "stripe") {
+    // kublk-style: the backing files trail the options (-f FILE counts as the first).
+    const files = options.file === undefined ? positional : [options.file, ...positional];
+    if (files.length > 0) targetOptions.files = files;
+  } else {
+    if (positional.length > 1) throw new UsageError(`unexpected arguments: ${positional.slice(1).join(" ")}`);
+    const file = options.file ?? positional[0];
+    if (options.file && positional[0] && options.file !== positional[0])
+      throw new UsageError("give the backing file once: -f FILE or a trailing FILE");
+    if (file !== undefined) targetOptions.file = file;
+  }
   for (const key of TARGET_OPTION_KEYS) {
     if (options[key] !== undefined) targetOptions[key] = options[key];
     if (flags.has(key)) targetOptions[key] = true;

@@ -12,7 +12,7 @@ export interface AddSpec {
   /** The declared device (devices.d/NAME.json) this one was brought up from, if any. */
   name?: string;
   target: string;
-  targetOptions: Record<string, string | boolean>;
+  targetOptions: Record<string, string | boolean | string[]>;
   devId: number;
   queues: number;
   depth: number;

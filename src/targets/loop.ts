@@ -3,21 +3,11 @@
 // (no thread pool, no extra copy). O_DIRECT when the backing file allows it.
 //
 // A backing file in memory (tmpfs, ramfs) is served without waiting on anything, so two shortcuts
-// apply there: io_uring runs its IO inline (see inlineIoFlags), and while the file has no holes,
+// apply there: io_uring runs its IO inline (see inlineIoFlags in backing.ts), and while the file has no holes,
 // reads and writes need no IO at all: the file is mapped, and the driver copies a READ's data straight
 // from the mapping and a WRITE's data straight into it (NEED_GET_DATA, serveFrom, writeDestination):
 // one copy instead of two, as the kernel loop driver does.
-import {
-  closeSync,
-  constants,
-  fstatSync,
-  ftruncateSync,
-  openSync,
-  readFileSync,
-  readSync,
-  statfsSync,
-  statSync,
-} from "node:fs";
+import { closeSync, fstatSync, ftruncateSync, openSync, readSync } from "node:fs";
 import { native } from "../native.js";
 import * as U from "../uapi/ublk_cmd.js";
 import {
@@ -28,6 +18,7 @@ import {
   RWF_DSYNC,
   SQE_OP_FLAGS,
 } from "../uring/constants.js";
+import { openBacking } from "./backing.js";
 import { defineTarget, type IoRequest, QUEUED, type QueueContext } from "./target.js";
 
 interface LoopState {
@@ -51,63 +42,6 @@ const mappings = new WeakMap<LoopState, ArrayBuffer>();
 const EOPNOTSUPP = 95;
 const SUB_ZERO_RANGE = 1;
 const SUB_PUNCH = 2;
-
-/** Block device geometry from sysfs (st_rdev -> /sys/dev/block/MAJ:MIN). */
-function blockDeviceInfo(rdev: number): { size: number; logical: number; physical: number } {
-  const major = Math.floor(rdev / 256) & 0xfff;
-  const minor = (rdev & 0xff) | ((rdev >>> 12) & 0xfff00);
-  const base = `/sys/dev/block/${major}:${minor}`;
-  const num = (p: string) => Number(readFileSync(`${base}/${p}`, "utf8").trim());
-  let logical = 512;
-  let physical = 512;
-  try {
-    logical = num("queue/logical_block_size");
-    physical = num("queue/physical_block_size");
-  } catch {
-    // a partition: its queue attributes live on the parent disk, 512 is a safe answer
-  }
-  return { size: num("size") * 512, logical, physical };
-}
-
-// statfs f_type of filesystems whose file IO is a memory copy that never waits for a device.
-const TMPFS_MAGIC = 0x01021994;
-const RAMFS_MAGIC = 0x858458f6;
-
-/** Is this a regular file on tmpfs or ramfs, where file IO is a memory copy that never waits? */
-function inMemoryFile(path: string): boolean {
-  try {
-    if (!statSync(path).isFile()) return false; // a block device node sits on devtmpfs, itself a tmpfs
-    const type = Number(statfsSync(path).type);
-    return type === TMPFS_MAGIC || type === RAMFS_MAGIC;
-  } catch {
-    return false;
-  }
-}
-
-/**
- * Open flags that let io_uring read and write this file inline, in the queue thread's own
- * io_uring_enter. tmpfs does not advertise FMODE_NOWAIT, so without this io_uring hands every
- * request to an io-wq worker thread: a thread hop per IO for what is a memcpy. io_uring treats an
- * O_NONBLOCK file as NOWAIT-capable, and on a regular file O_NONBLOCK changes nothing else.
- * Not for filesystems that really wait (NFS, 9p): there an inline read would stall the whole queue.
- */
-function inlineIoFlags(inMemory: boolean): number {
-  const force = process.env.UBLK_TS_LOOP_INLINE; // benchmark lever (bench/NOTES.md)
-  if (force === "0" || force === "1") return force === "1" ? constants.O_NONBLOCK : 0;
-  return inMemory ? constants.O_NONBLOCK : 0;
-}
-
-/** Can this fd do O_DIRECT reads with `align`-byte alignment? */
-function directReadWorks(fd: number, align: number, size: number): boolean {
-  if (size < align) return true;
-  const buf = Buffer.from(native.allocBuffer(align));
-  try {
-    readSync(fd, buf, 0, align, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /**
  * Where the request's bytes sit in the mapped file, or 0 when its IO must go through io_uring (no
@@ -158,55 +92,12 @@ export default defineTarget<LoopState>({
     if (typeof path !== "string" || path === "") {
       throw new Error("loop needs a backing file: ublk add -t loop FILE (or -f FILE)");
     }
-    const wantDirect = !options.buffered_io;
-    let fd: number;
-    let direct = false;
-    const inMemory = inMemoryFile(path);
-    const inline = inlineIoFlags(inMemory);
-    const flags = constants.O_RDWR | inline;
-    try {
-      fd = openSync(path, flags | (wantDirect ? constants.O_DIRECT : 0));
-      direct = wantDirect;
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      if (code === "ENOENT") throw new Error(`backing file ${path} does not exist`);
-      if (code === "EACCES" || code === "EPERM" || code === "EROFS")
-        throw new Error(`backing file ${path} cannot be opened read-write (${code})`);
-      if (code !== "EINVAL") throw new Error(`cannot open backing file ${path}: ${code}`);
-      fd = openSync(path, flags); // this filesystem has no O_DIRECT
-    }
-    const st = fstatSync(fd);
-    let size: number;
-    let logical = 512;
-    let physical = 4096;
-    if (st.isBlockDevice()) {
-      ({ size, logical, physical } = blockDeviceInfo(Number(st.rdev)));
-    } else if (st.isFile()) {
-      size = st.size;
-    } else {
-      closeSync(fd);
-      throw new Error(`backing file ${path} is neither a regular file nor a block device`);
-    }
-    if (direct && !directReadWorks(fd, logical, size)) {
-      // st_blksize is not a usable hint (9p reports huge values): probe, then fall back to buffered IO.
-      if (logical < 4096 && directReadWorks(fd, 4096, size)) logical = 4096;
-      else {
-        closeSync(fd);
-        fd = openSync(path, flags);
-        direct = false;
-      }
-    }
-    physical = Math.max(physical, logical);
-    size -= size % logical;
-    if (size <= 0) {
-      closeSync(fd);
-      throw new Error(`backing file ${path} is smaller than one ${logical}-byte block`);
-    }
+    const backing = openBacking(path, Boolean(options.buffered_io));
+    const { fd, size, logical, physical, direct, inline } = backing;
     // Serve IO through a mapping only for an in-memory file without holes (every page allocated):
     // then touching the mapping allocates nothing, waits for nothing and cannot fail.
     let mapping: ArrayBuffer | null = null;
-    const fullyAllocated = Number(st.blocks) * 512 >= size;
-    if (inMemory && fullyAllocated && process.env.UBLK_TS_LOOP_MMAP !== "0") {
+    if (backing.inMemory && backing.fullyAllocated && process.env.UBLK_TS_LOOP_MMAP !== "0") {
       try {
         mapping = native.mmapFile(fd, 0, size, true, false);
       } catch {
@@ -236,7 +127,7 @@ export default defineTarget<LoopState>({
           maxSegments: 1,
         },
       },
-      description: { file: path, direct, inline: inline !== 0, mapped_reads: mapping !== null },
+      description: { file: path, direct, inline, mapped_reads: mapping !== null },
     };
   },
 

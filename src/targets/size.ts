@@ -1,5 +1,6 @@
 /** Parses "4096", "512K", "10M", "250G", "1T" (binary units) into bytes; throws a one-line error. */
-export function parseSize(value: string | number | boolean, what: string): number {
+export function parseSize(value: string | number | boolean | readonly string[], what: string): number {
+  if (Array.isArray(value)) throw new Error(`${what} given more than once`);
   if (typeof value === "number" && Number.isSafeInteger(value) && value > 0) return value;
   const m = /^(\d+)([kmgt]i?b?)?$/i.exec(String(value).trim());
   if (!m)

@@ -72,7 +72,8 @@ export interface TargetSetup<S = unknown> {
   description?: Record<string, string | number | boolean>;
 }
 
-export type TargetOptions = Record<string, string | number | boolean | undefined>;
+/** Option values: a list for options given several times (stripe's backing files). */
+export type TargetOptions = Record<string, string | number | boolean | readonly string[] | undefined>;
 
 export interface Target<S = unknown> {
   readonly name: string;

@@ -13,7 +13,10 @@ export const IORING_SETUP_DEFER_TASKRUN = 1 << 13;
 export const IORING_ENTER_GETEVENTS = 1 << 0;
 
 export const IORING_OP_NOP = 0;
+export const IORING_OP_READV = 1;
+export const IORING_OP_WRITEV = 2;
 export const IORING_OP_FSYNC = 3;
+export const IORING_OP_TIMEOUT = 11;
 export const IORING_OP_ASYNC_CANCEL = 14;
 export const IORING_OP_FALLOCATE = 17;
 export const IORING_OP_READ = 22;

@@ -212,6 +212,24 @@ export class Ring {
     this.prepRw(off, C.IORING_OP_WRITE, fd, addr, len, offset, userData);
   }
 
+  /** readv/writev: `iov` is the address of `count` struct iovec (16 bytes each: base, length). */
+  prepReadv(off: number, fd: number, iov: number, count: number, offset: number, userData: number): void {
+    this.prepRw(off, C.IORING_OP_READV, fd, iov, count, offset, userData);
+  }
+
+  prepWritev(off: number, fd: number, iov: number, count: number, offset: number, userData: number): void {
+    this.prepRw(off, C.IORING_OP_WRITEV, fd, iov, count, offset, userData);
+  }
+
+  /**
+   * A relative timer: completes with -ETIME once the struct __kernel_timespec at `ts` (16 bytes:
+   * seconds, nanoseconds) has elapsed. The kernel reads `ts` when it takes the SQE, so the memory
+   * only has to hold still until the next submit.
+   */
+  prepTimeout(off: number, ts: number, userData: number): void {
+    this.prepRw(off, C.IORING_OP_TIMEOUT, -1, ts, 1, 0, userData);
+  }
+
   prepFsync(off: number, fd: number, fsyncFlags: number, userData: number): void {
     this.prepRw(off, C.IORING_OP_FSYNC, fd, 0, 0, 0, userData);
     this.sqeView.setUint32(off + C.SQE_OP_FLAGS, fsyncFlags, true);

@@ -78,6 +78,61 @@ test("write then read a temp file through the ring returns the same bytes", () =
   }
 });
 
+test("writev gathers and readv scatters through iovec arrays", () => {
+  const path = join(dir, "rwv.bin");
+  writeFileSync(path, Buffer.alloc(0));
+  const fd = openSync(path, "r+");
+  const ring = new Ring({ entries: 8 });
+  try {
+    const buf = native.allocBuffer(16 * 1024);
+    const base = native.bufferAddress(buf);
+    const iov = native.allocBuffer(2 * 16);
+    const iovBase = native.bufferAddress(iov);
+    const v = new DataView(iov);
+    // Two pieces, in the order they are to land in the file: bytes 8K..12K, then 0..4K.
+    const setIov = (i: number, addr: number, len: number) => {
+      v.setBigUint64(i * 16, BigInt(addr), true);
+      v.setBigUint64(i * 16 + 8, BigInt(len), true);
+    };
+    setIov(0, base + 8192, 4096);
+    setIov(1, base, 4096);
+    const data = randomBytes(16 * 1024);
+    new Uint8Array(buf).set(data);
+    ring.prepWritev(ring.sqe(), fd, iovBase, 2, 512, 1);
+    assert.equal(collect(ring, 1).get(1), 8192);
+    const file = readFileSync(path);
+    assert.ok(file.subarray(512, 512 + 4096).equals(data.subarray(8192, 12288)), "first piece misplaced");
+    assert.ok(file.subarray(512 + 4096, 512 + 8192).equals(data.subarray(0, 4096)), "second piece misplaced");
+    new Uint8Array(buf).fill(0);
+    ring.prepReadv(ring.sqe(), fd, iovBase, 2, 512, 2);
+    assert.equal(collect(ring, 1).get(2), 8192);
+    assert.ok(Buffer.from(buf, 8192, 4096).equals(data.subarray(8192, 12288)));
+    assert.ok(Buffer.from(buf, 0, 4096).equals(data.subarray(0, 4096)));
+  } finally {
+    ring.close();
+    closeSync(fd);
+  }
+});
+
+test("a TIMEOUT completes with -ETIME after its time, not before", () => {
+  const ring = new Ring({ entries: 4 });
+  try {
+    const ts = native.allocBuffer(16);
+    const v = new DataView(ts);
+    v.setBigInt64(0, 0n, true);
+    v.setBigInt64(8, 30_000_000n, true); // 30 ms
+    const t0 = process.hrtime.bigint();
+    ring.prepTimeout(ring.sqe(), native.bufferAddress(ts), 7);
+    ring.prepNop(ring.sqe(), 8);
+    const done = collect(ring, 2);
+    const ms = Number(process.hrtime.bigint() - t0) / 1e6;
+    assert.equal(done.get(7), -62, "a timer ends with -ETIME");
+    assert.ok(ms >= 29, `the timer fired after ${ms} ms`);
+  } finally {
+    ring.close();
+  }
+});
+
 for (const [name, flags] of [
   ["", 0],
   [" (DEFER_TASKRUN ring, as queues use)", (1 << 8) | (1 << 12) | (1 << 13)],

@@ -3,13 +3,20 @@ export const USAGE = `ublk-ts: Linux ublk block devices served by TypeScript
 
 usage: ublk <command> [options]
 
-  add -t null|loop|ram|./target.ts [-n ID] [-q QUEUES] [-d DEPTH] [--foreground] [--quiet]
-      [-r 0|1] [-i 0|1] [-g 0|1] [--uring_comp 0|1] [target options] [FILE | -f FILE]
+  add -t null|loop|ram|stripe|fault_inject|./target.ts [-n ID] [-q QUEUES] [-d DEPTH]
+      [--foreground] [--quiet] [-r 0|1] [-i 0|1] [-g 0|1] [--uring_comp 0|1] [target options]
+      [FILE | -f FILE]
         create /dev/ublkbN and leave a daemon serving it; prints the device once it is LIVE
         defaults: -n -1 (first free id), -q 2 (at most one per CPU), -d 128
         null options:  --size SIZE (default 250G)
         loop options:  FILE or -f FILE (backing file or block device), --buffered_io
         ram options:   --size SIZE (required; memory is taken as it is written)
+        stripe options: [--chunk_size N (default 65536)] FILE1 [FILE2 [FILE3 [FILE4]]]
+                       RAID-0: chunk a power of two from 4K to 512K, files of equal size
+        fault_inject options: [--delay_us N (default 0)] [--error_rate P] [--error_sectors A-B]
+                       [--slow_rate P --slow_us N] [--die_after N] [--seed N] [--size SIZE | -f FILE]
+                       P a fraction 0..1; A-B 512-byte sectors, inclusive; a null device
+                       (250G) unless -f FILE; --die_after N: the daemon crashes at request N+1
         -r 1 user recovery, -i 1 reissue in-flight IO after recovery, -g 1 NEED_GET_DATA
         -e 1 recovery, but IO fails at once while no daemon serves (instead of waiting)
         --no_auto_part_scan: no partition scan when the device starts (blockdev --rereadpt asks)
