@@ -47,7 +47,12 @@ export const HOST_TOOLS: readonly HostTool[] = [
   { bin: "blkdiscard", pkg: "util-linux", uses: ["test"] },
   { bin: "taskset", pkg: "util-linux", uses: ["test"], why: "IO through a chosen queue" },
   { bin: "sfdisk", pkg: "fdisk", uses: ["test"], why: "partitions on a device" },
-  { bin: "dmsetup", pkg: "dmsetup", uses: ["bench"], why: "dm-stripe, the kernel reference for the stripe target" },
+  {
+    bin: "dmsetup",
+    pkg: "dmsetup",
+    uses: ["bench"],
+    why: "dm-stripe, the kernel reference for the stripe target",
+  },
   // Plain file tools (Debian's essential set; listed so that nothing spawned is unaccounted for).
   { bin: "truncate", pkg: "coreutils", uses: RUN },
   { bin: "sync", pkg: "coreutils", uses: RUN },
