@@ -55,7 +55,17 @@ function runHost(): Promise<Totals> {
   });
 }
 
-async function runVm(kernel: KernelId): Promise<Totals & { kernelVersion: string }> {
+/** Streams a kernel's output line by line with its name in front, so parallel runs stay readable. */
+function prefixed(tag: string): (chunk: string) => void {
+  let carry = "";
+  return (chunk) => {
+    const lines = (carry + chunk).split("\n");
+    carry = lines.pop() ?? "";
+    for (const l of lines) process.stdout.write(`${tag} ${l}\n`);
+  };
+}
+
+async function runVm(kernel: KernelId, tag?: string): Promise<Totals & { kernelVersion: string }> {
   // Inside the guest the suite runs as on a ublk-capable host: one file at a time, devices are global.
   const direct = existsSync("/dev/ublk-control");
   const command = `${process.execPath} --test --test-concurrency=1 --test-reporter=spec ${vmFiles}`;
@@ -75,8 +85,9 @@ async function runVm(kernel: KernelId): Promise<Totals & { kernelVersion: string
     kernel,
     cwd: root,
     timeoutMs: 80 * 60_000,
-    onOutput: (chunk) => process.stdout.write(chunk),
-    onBootRetry: (boot, reason) => process.stderr.write(`vm: boot ${boot} failed (${reason}); retrying\n`),
+    onOutput: tag ? prefixed(tag) : (chunk) => process.stdout.write(chunk),
+    onBootRetry: (boot, reason) =>
+      process.stderr.write(`vm${tag ? ` ${tag}` : ""}: boot ${boot} failed (${reason}); retrying\n`),
   });
   if (res.timedOut) process.stderr.write("vm: the VM test run timed out\n");
   return { ...totals(res.output, res.status === 0), kernelVersion: res.kernelVersion };
@@ -96,9 +107,17 @@ if (!args.has("--vm-only")) {
 const perKernel: string[] = [];
 if (!args.has("--host-only")) {
   // Inside a ublk-capable machine (the guest itself) there is one kernel: the running one.
-  for (const k of existsSync("/dev/ublk-control") ? kernels.slice(0, 1) : kernels) {
-    process.stdout.write(`== VM tests (real ublk driver, Linux ${k} under qemu) ==\n`);
-    const t = await runVm(k);
+  const runKernels = existsSync("/dev/ublk-control") ? kernels.slice(0, 1) : kernels;
+  // Several kernels boot side by side (--serial: one after the other): much of a VM test's time is
+  // waiting (boots, sleeps, fio's start-up), so two guests on two CPUs take far less than twice one.
+  const parallel = runKernels.length > 1 && !args.has("--serial");
+  process.stdout.write(
+    `== VM tests (real ublk driver under qemu): Linux ${runKernels.join(" and ")}${parallel ? ", in parallel, lines tagged by kernel" : ""} ==\n`,
+  );
+  const results: (Totals & { kernelVersion: string })[] = [];
+  if (parallel) results.push(...(await Promise.all(runKernels.map((k) => runVm(k, `[${k}]`)))));
+  else for (const k of runKernels) results.push(await runVm(k));
+  for (const t of results) {
     all.push(t);
     perKernel.push(
       `  Linux ${t.kernelVersion}: ${t.pass} pass, ${t.fail} fail, ${t.skipped} skip${t.ok ? "" : " (did not finish)"}`,
