@@ -44,6 +44,8 @@ const BOOL_KEYS: Record<string, string> = {
   "--recovery_reissue": "recovery_reissue",
   "-g": "need_get_data",
   "--need_get_data": "need_get_data",
+  "-u": "user_copy",
+  "--user_copy": "user_copy",
   "-e": "recovery_fail_io",
   "--uring_comp": "uring_comp",
 };

@@ -109,6 +109,11 @@ export function specFromArgs(args: ParsedArgs): AddSpec {
   if (options.recovery === "1") ublkFlags |= U.UBLK_F_USER_RECOVERY;
   if (options.recovery_reissue === "1") ublkFlags |= U.UBLK_F_USER_RECOVERY | U.UBLK_F_USER_RECOVERY_REISSUE;
   if (options.need_get_data === "1") ublkFlags |= U.UBLK_F_NEED_GET_DATA;
+  if (options.user_copy === "1") {
+    if (options.need_get_data === "1")
+      throw new UsageError("-g and -u exclude each other: with user copy (-u) no buffer address is needed");
+    ublkFlags |= U.UBLK_F_USER_COPY;
+  }
   if (options.uring_comp === "1") ublkFlags |= U.UBLK_F_URING_CMD_COMP_IN_TASK;
   if (options.recovery_fail_io === "1") {
     throw new UsageError(
