@@ -268,6 +268,7 @@ export class QueueLoop<S = unknown> implements QueueContext<S> {
     req.flags = opFlags & ~0xff;
     const count = v.getUint32(off + 4, true); // nr_sectors, or nr_zones for REPORT_ZONES
     req.nrZones = req.op === U.UBLK_IO_OP_REPORT_ZONES ? count : 0;
+    req.appendSector = -1;
     req.length = req.nrZones > 0 ? count * BLK_ZONE_BYTES : count * 512;
     req.offset = (v.getUint32(off + 8, true) + v.getUint32(off + 12, true) * 0x100000000) * 512;
   }
@@ -275,7 +276,7 @@ export class QueueLoop<S = unknown> implements QueueContext<S> {
   /** The target's own memory for a WRITE's data (NEED_GET_DATA, user copy), or 0 for a pool buffer. */
   private writeDestination(req: Request): number {
     const hook = this.target.writeDestination;
-    if (!hook || req.op !== U.UBLK_IO_OP_WRITE) return 0;
+    if (!hook || !dataFromDriver(req.op)) return 0;
     try {
       const addr = hook(req, this);
       return typeof addr === "number" && addr > 0 ? addr : 0;
@@ -419,7 +420,7 @@ export class QueueLoop<S = unknown> implements QueueContext<S> {
         req.detach();
       }
     }
-    const lba = req.op === U.UBLK_IO_OP_ZONE_APPEND ? req.appendSector : 0;
+    const lba = req.op === U.UBLK_IO_OP_ZONE_APPEND && req.appendSector > 0 ? req.appendSector : 0;
     this.sendCmd(tag, U.UBLK_U_IO_COMMIT_AND_FETCH_REQ, result, lba);
   }
 

@@ -12,8 +12,8 @@ export class Request implements IoRequest {
   length = 0;
   /** REPORT_ZONES: how many zones the driver asks for (its length is that many struct blk_zone). */
   nrZones = 0;
-  /** ZONE_APPEND: the sector the data landed at, returned to the driver in the commit. */
-  appendSector = 0;
+  /** ZONE_APPEND: the sector the data landed at (-1 until set), returned to the driver in the commit. */
+  appendSector = -1;
   /** User copy: bytes of this request's data moved so far between the char device and `address`. */
   copied = 0;
   /** Set while the request holds a buffer from the pool (NEED_GET_DATA or user copy mode). */

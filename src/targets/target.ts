@@ -44,6 +44,8 @@ export interface IoRequest {
   readonly nrZones: number;
   /** ZONE_APPEND: the sector where the data was written, which the driver returns to the writer. */
   setAppendSector(sector: number): void;
+  /** ZONE_APPEND: what setAppendSector() set for this request, or -1. */
+  readonly appendSector: number;
 }
 
 export interface QueueContext<S = unknown> {
@@ -96,7 +98,8 @@ export interface Target<S = unknown> {
   discard?(req: IoRequest, ctx: QueueContext<S>): IoResult;
   writeZeroes?(req: IoRequest, ctx: QueueContext<S>): IoResult;
   /**
-   * Only with UBLK_F_NEED_GET_DATA or UBLK_F_USER_COPY, before write(): the address of `req.length`
+   * Only with UBLK_F_NEED_GET_DATA or UBLK_F_USER_COPY, before write() (and with user copy before
+   * zoneAppend()): the address of `req.length`
    * bytes of this process's memory where the WRITE's data should be copied (write() then finds req.address
    * equal to it), or 0 for a buffer from the queue's pool. Same rule as serveFrom: the memory must
    * not fault with an error.
