@@ -7,7 +7,14 @@ import * as U from "../uapi/ublk_cmd.js";
 import { intOption, type ParsedArgs, UsageError } from "./args.js";
 import type { AddSpec } from "./state.js";
 
-const TARGET_OPTION_KEYS = ["size", "buffered_io"] as const;
+const TARGET_OPTION_KEYS = [
+  "size",
+  "buffered_io",
+  "zone_size",
+  "conv_zones",
+  "max_open",
+  "max_active",
+] as const;
 
 function sizeOpt(options: Record<string, string>, key: string): number | undefined {
   const v = options[key];
@@ -102,8 +109,11 @@ export function specFromArgs(args: ParsedArgs): AddSpec {
   }
   if (targetOptions.size !== undefined) sizeOpt(options, "size");
 
-  if (type === "ram" && (options.recovery === "1" || options.recovery_reissue === "1"))
-    throw new UsageError("a ram disk's data lives in its daemon: user recovery (-r/-i) cannot bring it back");
+  const inDaemonMemory = type === "ram" || (type === "zoned" && file === undefined);
+  if (inDaemonMemory && (options.recovery === "1" || options.recovery_reissue === "1"))
+    throw new UsageError(
+      `a ${type} disk's data lives in its daemon: user recovery (-r/-i) cannot bring it back${type === "zoned" ? " (give a FILE)" : ""}`,
+    );
 
   let ublkFlags = 0;
   if (options.recovery === "1") ublkFlags |= U.UBLK_F_USER_RECOVERY;
