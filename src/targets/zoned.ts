@@ -160,14 +160,17 @@ export default defineTarget<ZonedState>({
       const t = ZoneTable.allocate(geometry);
       const need = size + (persistent ? tableBytes(nrZones) : 0);
       const have = fstatSync(fd).size;
-      if (persistent && have >= need) {
+      // A file is new (empty, or just the data size: zones start empty) or a zoned image made with
+      // the same geometry (its size says so; the table's header confirms it).
+      if (persistent && have === need) {
         const saved = new Uint8Array(tableBytes(nrZones));
         readSync(fd, saved, 0, saved.length, size);
         const problem = t.load(saved);
         if (problem) throw new Error(`zoned backing file ${options.file} ${problem}`);
-      } else if (persistent && have > size) {
+      } else if (persistent && have !== 0 && have !== size) {
         throw new Error(
-          `zoned backing file ${options.file} is ${have} bytes, not a ${size}-byte zoned image`,
+          `zoned backing file ${options.file} is ${have} bytes, not the ${need} of a zoned image of this ` +
+            "--size and --zone_size: give the options it was made with, or a new file",
         );
       }
       if (have < need) ftruncateSync(fd, need);
