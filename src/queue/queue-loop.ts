@@ -11,7 +11,6 @@
 // the target needs the event loop (sockets, timers), so wake-ups come from the ring's eventfd instead.
 import { native } from "../native.js";
 import { type IoResult, QUEUED, type QueueContext, type Target } from "../targets/target.js";
-import { BLK_ZONE_BYTES } from "../uapi/blkzoned.js";
 import * as U from "../uapi/ublk_cmd.js";
 import {
   IORING_SETUP_COOP_TASKRUN,
@@ -21,11 +20,10 @@ import {
 } from "../uring/constants.js";
 import { Ring } from "../uring/ring.js";
 import { BufferPool, type PooledBuffer } from "./buffer-pool.js";
-import { NO_BUFFER, Request } from "./request.js";
+import { NO_BUFFER, Request, route } from "./request.js";
 import { dataFromDriver, dataToDriver, prepCopyIn, prepCopyOut } from "./user-copy.js";
 
 const EIO = 5;
-const EOPNOTSUPP = 95;
 const ECANCELED = 125;
 
 // user_data: bits 0-15 tag, bits 16-23 kind, bits 24-30 target sub-operation.
@@ -226,7 +224,7 @@ export class QueueLoop<S = unknown> implements QueueContext<S> {
         // The driver copies the WRITE's data into the memory this command names: the target's own
         // (writeDestination) or a buffer from the pool, taken only now.
         const req = this.requests[tag];
-        this.decode(req);
+        req.decode(this.iodView);
         const dest = this.writeDestination(req);
         if (dest > 0) req.address = dest;
         else if (this.pool !== null && req.pooled === null) req.attach(this.pool.acquire());
@@ -259,20 +257,6 @@ export class QueueLoop<S = unknown> implements QueueContext<S> {
     }
   };
 
-  /** Fills the request from its descriptor in the mmapped iod array. */
-  private decode(req: Request): void {
-    const off = req.tag * U.ublksrv_io_desc_LAYOUT.size;
-    const v = this.iodView;
-    const opFlags = v.getUint32(off, true);
-    req.op = opFlags & 0xff;
-    req.flags = opFlags & ~0xff;
-    const count = v.getUint32(off + 4, true); // nr_sectors, or nr_zones for REPORT_ZONES
-    req.nrZones = req.op === U.UBLK_IO_OP_REPORT_ZONES ? count : 0;
-    req.appendSector = -1;
-    req.length = req.nrZones > 0 ? count * BLK_ZONE_BYTES : count * 512;
-    req.offset = (v.getUint32(off + 8, true) + v.getUint32(off + 12, true) * 0x100000000) * 512;
-  }
-
   /** The target's own memory for a WRITE's data (NEED_GET_DATA, user copy), or 0 for a pool buffer. */
   private writeDestination(req: Request): number {
     const hook = this.target.writeDestination;
@@ -288,7 +272,7 @@ export class QueueLoop<S = unknown> implements QueueContext<S> {
 
   private dispatch(tag: number): void {
     const req = this.requests[tag];
-    this.decode(req);
+    req.decode(this.iodView);
     this.tagState[tag] |= TAG_SERVING;
     if (this.userCopy && dataFromDriver(req.op) && req.length > 0) {
       // Fetch the data first: into the target's own memory, or a pool buffer.
@@ -321,39 +305,11 @@ export class QueueLoop<S = unknown> implements QueueContext<S> {
     const tag = req.tag;
     let result: IoResult;
     try {
-      result = this.route(req);
+      result = route(this.target, req, this);
     } catch (err) {
       result = this.errorResult(err);
     }
     this.apply(tag, result);
-  }
-
-  private route(req: Request): IoResult {
-    const t = this.target;
-    switch (req.op) {
-      case U.UBLK_IO_OP_READ:
-        return t.read(req, this);
-      case U.UBLK_IO_OP_WRITE:
-        return t.write(req, this);
-      case U.UBLK_IO_OP_FLUSH:
-        return t.flush ? t.flush(req, this) : 0;
-      case U.UBLK_IO_OP_DISCARD:
-        return t.discard ? t.discard(req, this) : -EOPNOTSUPP;
-      case U.UBLK_IO_OP_WRITE_ZEROES:
-        return t.writeZeroes ? t.writeZeroes(req, this) : -EOPNOTSUPP;
-      case U.UBLK_IO_OP_ZONE_APPEND:
-        return t.zoneAppend ? t.zoneAppend(req, this) : -EOPNOTSUPP;
-      case U.UBLK_IO_OP_REPORT_ZONES:
-        return t.reportZones ? t.reportZones(req, this) : -EOPNOTSUPP;
-      case U.UBLK_IO_OP_ZONE_OPEN:
-      case U.UBLK_IO_OP_ZONE_CLOSE:
-      case U.UBLK_IO_OP_ZONE_FINISH:
-      case U.UBLK_IO_OP_ZONE_RESET:
-      case U.UBLK_IO_OP_ZONE_RESET_ALL:
-        return t.zoneManage ? t.zoneManage(req, this) : -EOPNOTSUPP;
-      default:
-        return -EOPNOTSUPP;
-    }
   }
 
   private apply(tag: number, result: IoResult): void {

@@ -3,14 +3,18 @@ export const USAGE = `ublk-ts: Linux ublk block devices served by TypeScript
 
 usage: ublk <command> [options]
 
-  add -t null|loop|ram|./target.js [-n ID] [-q QUEUES] [-d DEPTH] [--foreground] [--quiet]
-      [-r 0|1] [-i 0|1] [-g 0|1] [--uring_comp 0|1] [target options] [FILE | -f FILE]
+  add -t null|loop|ram|zoned|./target.js [-n ID] [-q QUEUES] [-d DEPTH] [--foreground] [--quiet]
+      [-r 0|1] [-i 0|1] [-g 0|1] [-u 0|1] [--uring_comp 0|1] [target options] [FILE | -f FILE]
         create /dev/ublkbN and leave a daemon serving it; prints the device once it is LIVE
         defaults: -n -1 (first free id), -q 2 (at most one per CPU), -d 128
         null options:  --size SIZE (default 250G)
         loop options:  FILE or -f FILE (backing file or block device), --buffered_io
         ram options:   --size SIZE (required; memory is taken as it is written)
-        -r 1 user recovery, -i 1 reissue in-flight IO after recovery, -g 1 NEED_GET_DATA
+        zoned options: --size SIZE (required) --zone_size SIZE (power of two, default 256M)
+                       --conv_zones N --max_open N --max_active N (0: no limit) [FILE]
+                       host-managed zones in RAM, or in FILE with the zone states after the data
+        -r 1 user recovery, -i 1 reissue in-flight IO after recovery, -g 1 NEED_GET_DATA,
+        -u 1 user copy (data moves by read/write on /dev/ublkcN; not with -g)
         --supervise (with -r 1): restart a daemon that dies and recover the device automatically
         parameters: --logical_block_size N --physical_block_size N --io_opt N --io_min N
           --max_sectors N --chunk_sectors N --read_only 0|1 --rotational 0|1 --wc 0|1 --fua 0|1
@@ -24,7 +28,7 @@ usage: ublk <command> [options]
   features                      show what the loaded ublk driver supports
   help                          this text
 
-Switches written bare (-r, -i, -g, --uring_comp) mean 1. Sizes take K, M, G, T suffixes.
+Switches written bare (-r, -i, -g, -u, --uring_comp) mean 1. Sizes take K, M, G, T suffixes.
 Daemon logs: /run/ublk-ts/ublk-ts.log
 `;
 
