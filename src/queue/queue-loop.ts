@@ -55,6 +55,8 @@ const RING_FLAGS = Number(
     IORING_SETUP_COOP_TASKRUN | IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN,
 );
 const RING_FLAGS_FALLBACK = IORING_SETUP_COOP_TASKRUN;
+/** Benchmark lever (bench/NOTES.md): UBLK_TS_COPY_LINK=0 commits a READ on its copy's CQE instead. */
+const COPY_LINK = process.env.UBLK_TS_COPY_LINK !== "0";
 /** Benchmark lever (bench/NOTES.md): UBLK_TS_QUEUE_WAIT=event always waits through the event loop. */
 const ALWAYS_EVENT_LOOP = process.env.UBLK_TS_QUEUE_WAIT === "event";
 
@@ -88,6 +90,8 @@ export class QueueLoop<S = unknown> implements QueueContext<S> {
   private readonly userCopy: boolean;
   /** User copy: the pool buffer a tag's copy to the driver still reads from, until that copy's CQE. */
   private readonly copyOutBuffers: (PooledBuffer | null)[] = [];
+  /** User copy without links (UBLK_TS_COPY_LINK=0): the commit result waiting for the copy's CQE. */
+  private readonly commitAfterCopy: Int32Array;
   private live = 0; // tags not yet aborted
   private flushScheduled = false;
   /** Target Promises not yet settled: while any is, the event loop drives wake-ups. */
@@ -130,6 +134,7 @@ export class QueueLoop<S = unknown> implements QueueContext<S> {
     );
     this.iodView = new DataView(this.iods);
     this.tagState = new Uint8Array(cfg.depth);
+    this.commitAfterCopy = new Int32Array(cfg.depth);
     this.userCopy = (cfg.flags & U.UBLK_F_USER_COPY) !== 0;
     const pooled = this.userCopy || (cfg.flags & U.UBLK_F_NEED_GET_DATA) !== 0;
     this.pool = pooled ? new BufferPool(cfg.bufSize) : null;
@@ -241,6 +246,10 @@ export class QueueLoop<S = unknown> implements QueueContext<S> {
       }
       if (res < 0 && this.errorsLogged++ < 5)
         this.log(`ublk${this.devId} queue ${this.qid}: tag ${tag} copy to the driver failed: errno ${-res}`);
+      if (!COPY_LINK) {
+        this.sendCmd(tag, U.UBLK_U_IO_COMMIT_AND_FETCH_REQ, res < 0 ? -EIO : this.commitAfterCopy[tag], 0);
+        if (!this.inSyncLoop) this.scheduleFlush();
+      }
     } else if (kind === KIND_TARGET) {
       const complete = this.target.complete;
       if (!complete) {
@@ -368,13 +377,17 @@ export class QueueLoop<S = unknown> implements QueueContext<S> {
     if (req.nrZones > 0 && res >= 0) result = this.cfg.bufSize;
     if (res > 0 && dataToDriver(req.op)) {
       if (this.ring.space < 2) this.ring.submit(); // keep the copy and its commit in one submission
-      prepCopyOut(this.ring, this.cfg.charFd, req, res, (KIND_COPY_OUT << 16) | tag);
-      this.tagState[tag] |= TAG_LINKED;
+      prepCopyOut(this.ring, this.cfg.charFd, req, res, (KIND_COPY_OUT << 16) | tag, COPY_LINK);
       const pooled = req.pooled;
       if (pooled !== null && req.address === pooled.address) {
         this.copyOutBuffers[tag] = pooled; // read by the copy until its CQE
         req.detach();
       }
+      if (!COPY_LINK) {
+        this.commitAfterCopy[tag] = result;
+        return;
+      }
+      this.tagState[tag] |= TAG_LINKED;
     }
     const lba = req.op === U.UBLK_IO_OP_ZONE_APPEND && req.appendSector > 0 ? req.appendSector : 0;
     this.sendCmd(tag, U.UBLK_U_IO_COMMIT_AND_FETCH_REQ, result, lba);

@@ -35,7 +35,14 @@ export function prepCopyIn(ring: Ring, charFd: number, req: Request, userData: n
  * cancels it (-ECANCELED) if the copy failed or came up short. The caller must have two SQ slots free,
  * or a submit between the two would cut the link.
  */
-export function prepCopyOut(ring: Ring, charFd: number, req: Request, bytes: number, userData: number): void {
+export function prepCopyOut(
+  ring: Ring,
+  charFd: number,
+  req: Request,
+  bytes: number,
+  userData: number,
+  link = true,
+): void {
   const off = ring.sqeOrSubmit();
   ring.prepRw(
     off,
@@ -46,5 +53,5 @@ export function prepCopyOut(ring: Ring, charFd: number, req: Request, bytes: num
     U.ublkUserCopyPos(req.qid, req.tag),
     userData,
   );
-  ring.sqeView.setUint8(off + SQE_FLAGS, IOSQE_IO_LINK);
+  if (link) ring.sqeView.setUint8(off + SQE_FLAGS, IOSQE_IO_LINK);
 }
