@@ -133,6 +133,10 @@ test("zoned over a file: f2fs files and zone states survive a daemon restart; a 
     t.skip("the f2fs module cannot be loaded in this VM");
     return;
   }
+  if (sh("command -v mkfs.f2fs", { allowFail: true }).code !== 0) {
+    t.skip("needs mkfs.f2fs (f2fs-tools)");
+    return;
+  }
   sh(`mkdir -p ${DIR}/mnt && rm -f ${DIR}/z.img && head -c $((5 * 1024 * 1024 + 3)) /dev/urandom >${DIR}/f`);
   const args = ["-t", "zoned", "--size", "128M", "--zone_size", "4M", "--conv_zones", "8", `${DIR}/z.img`];
   let id = addDevice(...args);
