@@ -58,13 +58,19 @@ export class DeviceError extends Error {
   override name = "DeviceError";
 }
 
-/** Opens /dev/ublkcN, waiting briefly for devtmpfs/udev to create the node after ADD_DEV. */
-async function openCharDev(devId: number, timeoutMs = 5000): Promise<number> {
+/**
+ * Opens /dev/ublkcN, waiting briefly for devtmpfs/udev to create the node after ADD_DEV. With user
+ * copy it is opened O_NONBLOCK: the driver's read and write only copy memory and never wait, but it
+ * does not tell io_uring so, which would then hand every copy to an io-wq worker thread; io_uring
+ * treats an O_NONBLOCK file as able to run inline. The uring_cmds and mmap ignore the flag.
+ */
+async function openCharDev(devId: number, flags: number, timeoutMs = 5000): Promise<number> {
   const path = `/dev/ublkc${devId}`;
   const deadline = Date.now() + timeoutMs;
+  const inline = flags & U.UBLK_F_USER_COPY && process.env.UBLK_TS_COPY_INLINE !== "0";
   for (;;) {
     try {
-      return openSync(path, constants.O_RDWR);
+      return openSync(path, constants.O_RDWR | (inline ? constants.O_NONBLOCK : 0));
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== "ENOENT" || Date.now() > deadline) throw err;
       await sleep(WAIT_STEP_MS);
@@ -244,6 +250,10 @@ export class UblkDevice {
       throw new DeviceError(problem);
     }
 
+    let flags = (opts.flags ?? 0) | (setup.flags ?? 0) | U.UBLK_F_CMD_IOCTL_ENCODE;
+    // A target that serves from its own memory asks for NEED_GET_DATA; with user copy the queue copies
+    // straight from and into that memory instead, and the driver drops the flag anyway.
+    if (flags & U.UBLK_F_USER_COPY) flags &= ~U.UBLK_F_NEED_GET_DATA;
     const ctrl = await ControlDevice.open();
     let info: DevInfo;
     try {
@@ -265,7 +275,13 @@ export class UblkDevice {
     let charFd = -1;
     const threads: QueueThread[] = [];
     try {
-      charFd = await openCharDev(devId);
+      // The driver silently drops flags it does not know.
+      const missing = flags & ~info.flags & (U.UBLK_F_USER_COPY | U.UBLK_F_ZONED);
+      if (missing)
+        throw new DeviceError(
+          `this ublk driver does not support ${U.featureNames(missing).join(" and ")} (see 'ublk features')`,
+        );
+      charFd = await openCharDev(devId, info.flags);
       await ctrl.setParams(devId, toUblkParams(params, setup.size, info.maxIoBufBytes));
       await prepareQueues(ctrl, info, targetUrl, setup, threads, log);
       const queueInfos = await startQueues(threads, charFd);
@@ -342,7 +358,7 @@ export class UblkDevice {
           await sleep(250);
         }
       }
-      charFd = await openCharDev(devId);
+      charFd = await openCharDev(devId, info.flags);
       const queueInfos = await startQueues(threads, charFd);
       await ctrl.endUserRecovery(devId, process.pid);
       const live = await ctrl.getDevInfo(devId);

@@ -37,5 +37,11 @@ export function formatParams(p: ublk_params): string {
     out.push(
       `\tdiscard_granularity ${d.discard_granularity} discard_alignment ${d.discard_alignment} max_discard_sectors ${d.max_discard_sectors} max_write_zeroes_sectors ${d.max_write_zeroes_sectors} max_discard_segments ${d.max_discard_segments}`,
     );
+  if (p.types & 8) {
+    const z = p.zoned;
+    out.push(
+      `\tzoned max_open_zones ${z.max_open_zones} max_active_zones ${z.max_active_zones} max_zone_append_sectors ${z.max_zone_append_sectors}`,
+    );
+  }
   return `${out.join("\n")}\n`;
 }

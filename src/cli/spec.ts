@@ -18,6 +18,10 @@ const TARGET_OPTION_KEYS = [
   "slow_us",
   "die_after",
   "seed",
+  "zone_size",
+  "conv_zones",
+  "max_open",
+  "max_active",
 ] as const;
 
 function sizeOpt(options: Record<string, string>, key: string): number | undefined {
@@ -121,16 +125,24 @@ export function specFromArgs(args: ParsedArgs): AddSpec {
   }
   if (targetOptions.size !== undefined) sizeOpt(options, "size");
 
+  const inDaemonMemory = type === "ram" || (type === "zoned" && targetOptions.file === undefined);
   if (
-    type === "ram" &&
+    inDaemonMemory &&
     (options.recovery === "1" || options.recovery_reissue === "1" || options.recovery_fail_io === "1")
   )
-    throw new UsageError("a ram disk's data lives in its daemon: user recovery (-r/-i) cannot bring it back");
+    throw new UsageError(
+      `a ${type} disk's data lives in its daemon: user recovery (-r/-i) cannot bring it back${type === "zoned" ? " (give a FILE)" : ""}`,
+    );
 
   let ublkFlags = 0;
   if (options.recovery === "1") ublkFlags |= U.UBLK_F_USER_RECOVERY;
   if (options.recovery_reissue === "1") ublkFlags |= U.UBLK_F_USER_RECOVERY | U.UBLK_F_USER_RECOVERY_REISSUE;
   if (options.need_get_data === "1") ublkFlags |= U.UBLK_F_NEED_GET_DATA;
+  if (options.user_copy === "1") {
+    if (options.need_get_data === "1")
+      throw new UsageError("-g and -u exclude each other: with user copy (-u) no buffer address is needed");
+    ublkFlags |= U.UBLK_F_USER_COPY;
+  }
   if (options.uring_comp === "1") ublkFlags |= U.UBLK_F_URING_CMD_COMP_IN_TASK;
   // As kublk: -e 1 is recovery whose IO fails at once while no daemon serves, instead of waiting.
   if (options.recovery_fail_io === "1") ublkFlags |= U.UBLK_F_USER_RECOVERY | U.UBLK_F_USER_RECOVERY_FAIL_IO;

@@ -11,6 +11,14 @@ export interface DiscardParams {
   maxSegments: number;
 }
 
+/** A zoned device (UBLK_F_ZONED): its zone size is chunkSectors. 0 means no limit. */
+export interface ZonedParams {
+  maxOpenZones: number;
+  maxActiveZones: number;
+  /** 0: the zone size or the largest request, whichever is smaller. */
+  maxZoneAppendSectors: number;
+}
+
 export interface DeviceParams {
   logicalBlockSize: number;
   physicalBlockSize: number;
@@ -27,6 +35,8 @@ export interface DeviceParams {
   fua: boolean;
   /** null: no discard / write-zeroes support. */
   discard: DiscardParams | null;
+  /** null: not zoned. */
+  zoned: ZonedParams | null;
 }
 
 /** What a caller may override: any field, and the discard limits one by one. */
@@ -67,6 +77,7 @@ export const DEFAULT_PARAMS: DeviceParams = {
   volatileCache: false,
   fua: false,
   discard: null,
+  zoned: null,
 };
 
 const isPow2 = (n: number) => n > 0 && (n & (n - 1)) === 0;
@@ -94,6 +105,8 @@ export function validateParams(p: DeviceParams, sizeBytes: number, maxIoBufBytes
   if (p.chunkSectors !== 0 && !isPow2(p.chunkSectors))
     return `chunk sectors ${p.chunkSectors} must be a power of two`;
   if (p.fua && !p.volatileCache) return "FUA needs a volatile write cache (--wc 1)";
+  if (p.zoned && (p.chunkSectors === 0 || sizeBytes % (p.chunkSectors * 512) !== 0))
+    return "a zoned device needs a power-of-two zone size (chunk sectors) that divides its size";
   if (p.discard) {
     const d = p.discard;
     if (!isPow2(d.granularity) || d.granularity < p.logicalBlockSize)
@@ -116,6 +129,9 @@ export function toUblkParams(p: DeviceParams, sizeBytes: number, maxIoBufBytes: 
   let types = U.UBLK_PARAM_TYPE_BASIC;
   const d = p.discard;
   if (d) types |= U.UBLK_PARAM_TYPE_DISCARD;
+  const z = p.zoned;
+  const maxSectors = p.maxSectors || Math.floor(maxIoBufBytes / 512);
+  if (z) types |= U.UBLK_PARAM_TYPE_ZONED;
   return {
     len: U.ublk_params_LAYOUT.size,
     types,
@@ -125,7 +141,7 @@ export function toUblkParams(p: DeviceParams, sizeBytes: number, maxIoBufBytes: 
       physical_bs_shift: shift(p.physicalBlockSize),
       io_opt_shift: p.ioOpt ? shift(p.ioOpt) : 0,
       io_min_shift: shift(p.ioMin || p.physicalBlockSize),
-      max_sectors: p.maxSectors || Math.floor(maxIoBufBytes / 512),
+      max_sectors: maxSectors,
       chunk_sectors: p.chunkSectors,
       dev_sectors: BigInt(Math.floor(sizeBytes / 512)),
       virt_boundary_mask: 0n,
@@ -140,9 +156,9 @@ export function toUblkParams(p: DeviceParams, sizeBytes: number, maxIoBufBytes: 
     },
     devt: { char_major: 0, char_minor: 0, disk_major: 0, disk_minor: 0 },
     zoned: {
-      max_open_zones: 0,
-      max_active_zones: 0,
-      max_zone_append_sectors: 0,
+      max_open_zones: z?.maxOpenZones ?? 0,
+      max_active_zones: z?.maxActiveZones ?? 0,
+      max_zone_append_sectors: z ? z.maxZoneAppendSectors || Math.min(p.chunkSectors, maxSectors) : 0,
       reserved: new Uint8Array(20),
     },
   };

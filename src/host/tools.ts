@@ -47,6 +47,9 @@ export const HOST_TOOLS: readonly HostTool[] = [
   { bin: "blkdiscard", pkg: "util-linux", uses: ["test"] },
   { bin: "taskset", pkg: "util-linux", uses: ["test"], why: "IO through a chosen queue" },
   { bin: "sfdisk", pkg: "fdisk", uses: ["test"], why: "partitions on a device" },
+  { bin: "blkzone", pkg: "util-linux", uses: ["test"], why: "zone reports and resets of the zoned target" },
+  { bin: "mkfs.f2fs", pkg: "f2fs-tools", uses: ["test"], why: "a zoned filesystem on the zoned target" },
+  { bin: "grep", pkg: "grep", uses: ["test"] },
   {
     bin: "dmsetup",
     pkg: "dmsetup",

@@ -1,4 +1,4 @@
-// IO buffers handed out only while a request needs one (NEED_GET_DATA mode).
+// IO buffers handed out only while a request needs one (NEED_GET_DATA and user copy modes).
 //
 // With UBLK_F_NEED_GET_DATA the driver asks for a WRITE's buffer when the data is about to be copied,
 // and a READ's buffer is only read at commit. So a queue needs as many buffers as requests really in
@@ -37,6 +37,11 @@ export class BufferPool {
   /** Returns a buffer whose commit was queued: it becomes reusable after the next submit. */
   retire(buf: PooledBuffer): void {
     this.retiring.push(buf.index);
+  }
+
+  /** Returns a buffer the kernel is known to be done with (its copy's CQE arrived): reusable now. */
+  release(buf: PooledBuffer): void {
+    this.free.push(buf.index);
   }
 
   /** Call once the SQEs queued so far were consumed: the kernel copied what it needed from them. */

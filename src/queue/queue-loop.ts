@@ -10,7 +10,7 @@
 // C server does), yielding to its event loop when idle or every few batches. While a Promise is pending
 // the target needs the event loop (sockets, timers), so wake-ups come from the ring's eventfd instead.
 import { native } from "../native.js";
-import { type IoRequest, type IoResult, QUEUED, type QueueContext, type Target } from "../targets/target.js";
+import { type IoResult, QUEUED, type QueueContext, type Target } from "../targets/target.js";
 import * as U from "../uapi/ublk_cmd.js";
 import {
   IORING_SETUP_COOP_TASKRUN,
@@ -20,19 +20,26 @@ import {
 } from "../uring/constants.js";
 import { Ring } from "../uring/ring.js";
 import { BufferPool, type PooledBuffer } from "./buffer-pool.js";
+import { NO_BUFFER, Request, route } from "./request.js";
+import { dataFromDriver, dataToDriver, prepCopyIn, prepCopyOut } from "./user-copy.js";
 
 const EIO = 5;
-const EOPNOTSUPP = 95;
+const ECANCELED = 125;
 
 // user_data: bits 0-15 tag, bits 16-23 kind, bits 24-30 target sub-operation.
 const KIND_CMD = 0;
 const KIND_TARGET = 1;
+/** User copy: the request's data read from /dev/ublkcN (WRITE, ZONE_APPEND). */
+const KIND_COPY_IN = 2;
+/** User copy: the request's data written to /dev/ublkcN, linked before its commit (READ, REPORT_ZONES). */
+const KIND_COPY_OUT = 3;
 const TAG_MASK = 0xffff;
 
 // Per-tag state flags.
 const TAG_CMD_INFLIGHT = 1; // a uring_cmd for this tag is owned by the kernel
 const TAG_SERVING = 2; // the target owns a request for this tag
 const TAG_DONE = 4; // aborted: the queue is going away
+const TAG_LINKED = 8; // the in-flight commit waits behind this tag's copy to the char device
 
 /** How long the blocking wait sleeps before giving the event loop a turn (messages, timers). */
 const IDLE_YIELD_NS = 100_000_000;
@@ -48,6 +55,8 @@ const RING_FLAGS = Number(
     IORING_SETUP_COOP_TASKRUN | IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN,
 );
 const RING_FLAGS_FALLBACK = IORING_SETUP_COOP_TASKRUN;
+/** Benchmark lever (bench/NOTES.md): UBLK_TS_COPY_LINK=0 commits a READ on its copy's CQE instead. */
+const COPY_LINK = process.env.UBLK_TS_COPY_LINK !== "0";
 /** Benchmark lever (bench/NOTES.md): UBLK_TS_QUEUE_WAIT=event always waits through the event loop. */
 const ALWAYS_EVENT_LOOP = process.env.UBLK_TS_QUEUE_WAIT === "event";
 
@@ -63,47 +72,6 @@ export interface QueueConfig {
   flags: number;
 }
 
-const NO_BUFFER = new Uint8Array(0);
-
-class Request implements IoRequest {
-  op = 0;
-  flags = 0;
-  offset = 0;
-  length = 0;
-  /** Set in NEED_GET_DATA mode while the request holds a buffer from the pool. */
-  pooled: PooledBuffer | null = null;
-  private view: Uint8Array | null = null;
-  constructor(
-    readonly qid: number,
-    readonly tag: number,
-    public buffer: Uint8Array,
-    public address: number,
-    private readonly needGetData: boolean,
-  ) {}
-  serveFrom(address: number): void {
-    // Without NEED_GET_DATA the commit's address is also the next request's buffer, so a WRITE would
-    // land in the target's memory: refuse.
-    if (!this.needGetData || this.op !== U.UBLK_IO_OP_READ)
-      throw new Error("serveFrom() needs a READ on a device with UBLK_F_NEED_GET_DATA");
-    this.address = address;
-  }
-  get data(): Uint8Array {
-    if (this.view === null || this.view.length !== this.length || this.view.buffer !== this.buffer.buffer)
-      this.view = this.buffer.subarray(0, this.length);
-    return this.view;
-  }
-  attach(buf: PooledBuffer): void {
-    this.pooled = buf;
-    this.buffer = buf.bytes;
-    this.address = buf.address;
-  }
-  detach(): void {
-    this.pooled = null;
-    this.buffer = NO_BUFFER;
-    this.address = 0;
-  }
-}
-
 export class QueueLoop<S = unknown> implements QueueContext<S> {
   readonly ring: Ring;
   readonly devId: number;
@@ -116,8 +84,14 @@ export class QueueLoop<S = unknown> implements QueueContext<S> {
   private readonly tagState: Uint8Array;
   private readonly onSettled: ((res: number) => void)[] = [];
   private readonly onFailed: ((err: unknown) => void)[] = [];
-  /** NEED_GET_DATA mode: buffers come from here when a request needs one, not one per tag. */
+  /** NEED_GET_DATA and user copy modes: buffers come from here when a request needs one, not one per tag. */
   readonly pool: BufferPool | null;
+  /** UBLK_F_USER_COPY: data moves by reads and writes on the char device; commits carry no address. */
+  private readonly userCopy: boolean;
+  /** User copy: the pool buffer a tag's copy to the driver still reads from, until that copy's CQE. */
+  private readonly copyOutBuffers: (PooledBuffer | null)[] = [];
+  /** User copy without links (UBLK_TS_COPY_LINK=0): the commit result waiting for the copy's CQE. */
+  private readonly commitAfterCopy: Int32Array;
   private live = 0; // tags not yet aborted
   private flushScheduled = false;
   /** Target Promises not yet settled: while any is, the event loop drives wake-ups. */
@@ -160,13 +134,16 @@ export class QueueLoop<S = unknown> implements QueueContext<S> {
     );
     this.iodView = new DataView(this.iods);
     this.tagState = new Uint8Array(cfg.depth);
-    const needGetData = (cfg.flags & U.UBLK_F_NEED_GET_DATA) !== 0;
-    this.pool = needGetData ? new BufferPool(cfg.bufSize) : null;
-    const buffers = needGetData ? null : native.allocBuffer(cfg.depth * cfg.bufSize);
+    this.commitAfterCopy = new Int32Array(cfg.depth);
+    this.userCopy = (cfg.flags & U.UBLK_F_USER_COPY) !== 0;
+    const pooled = this.userCopy || (cfg.flags & U.UBLK_F_NEED_GET_DATA) !== 0;
+    this.pool = pooled ? new BufferPool(cfg.bufSize) : null;
+    const buffers = pooled ? null : native.allocBuffer(cfg.depth * cfg.bufSize);
     const base = buffers ? native.bufferAddress(buffers) : 0;
     for (let tag = 0; tag < cfg.depth; tag++) {
       const buf = buffers ? new Uint8Array(buffers, tag * cfg.bufSize, cfg.bufSize) : NO_BUFFER;
-      this.requests.push(new Request(cfg.qid, tag, buf, buffers ? base + tag * cfg.bufSize : 0, needGetData));
+      this.requests.push(new Request(cfg.qid, tag, buf, buffers ? base + tag * cfg.bufSize : 0, pooled));
+      this.copyOutBuffers.push(null);
       this.onSettled.push((res) => this.settleAsync(tag, res));
       this.onFailed.push((err) => this.settleAsync(tag, this.errorResult(err)));
     }
@@ -179,7 +156,8 @@ export class QueueLoop<S = unknown> implements QueueContext<S> {
   /** Arms every tag with FETCH_REQ and starts serving on this thread's event loop. */
   async start(): Promise<void> {
     await this.target.initQueue?.(this);
-    for (let tag = 0; tag < this.depth; tag++) this.sendCmd(tag, U.UBLK_U_IO_FETCH_REQ, 0);
+    for (let tag = 0; tag < this.depth; tag++)
+      this.sendCmd(tag, U.UBLK_U_IO_FETCH_REQ, 0, this.requests[tag].address);
     this.live = this.depth;
     this.ring.submit();
     if (ALWAYS_EVENT_LOOP) this.enterEventMode();
@@ -240,17 +218,38 @@ export class QueueLoop<S = unknown> implements QueueContext<S> {
     const tag = userData & TAG_MASK;
     const kind = (userData >>> 16) & 0xff;
     if (kind === KIND_CMD) {
-      this.tagState[tag] &= ~TAG_CMD_INFLIGHT;
-      if (res === U.UBLK_IO_RES_OK) this.dispatch(tag);
+      const st = this.tagState[tag];
+      this.tagState[tag] = st & ~(TAG_CMD_INFLIGHT | TAG_LINKED);
+      if (st & TAG_LINKED && res === -ECANCELED) {
+        // The copy to the driver failed, so the kernel never ran the commit linked to it: fail the IO.
+        this.sendCmd(tag, U.UBLK_U_IO_COMMIT_AND_FETCH_REQ, -EIO, 0);
+        if (!this.inSyncLoop) this.scheduleFlush();
+      } else if (res === U.UBLK_IO_RES_OK) this.dispatch(tag);
       else if (res === U.UBLK_IO_RES_NEED_GET_DATA) {
         // The driver copies the WRITE's data into the memory this command names: the target's own
         // (writeDestination) or a buffer from the pool, taken only now.
         const req = this.requests[tag];
+        req.decode(this.iodView);
         const dest = this.writeDestination(req);
         if (dest > 0) req.address = dest;
         else if (this.pool !== null && req.pooled === null) req.attach(this.pool.acquire());
-        this.sendCmd(tag, U.UBLK_U_IO_NEED_GET_DATA, 0);
+        this.sendCmd(tag, U.UBLK_U_IO_NEED_GET_DATA, 0, req.address);
       } else this.retire(tag, res);
+    } else if (kind === KIND_COPY_IN) {
+      this.copiedIn(tag, res);
+    } else if (kind === KIND_COPY_OUT) {
+      // The kernel is done with the source; a failure already cancelled the linked commit.
+      const buf = this.copyOutBuffers[tag];
+      if (buf !== null) {
+        this.copyOutBuffers[tag] = null;
+        this.pool?.release(buf);
+      }
+      if (res < 0 && this.errorsLogged++ < 5)
+        this.log(`ublk${this.devId} queue ${this.qid}: tag ${tag} copy to the driver failed: errno ${-res}`);
+      if (!COPY_LINK) {
+        this.sendCmd(tag, U.UBLK_U_IO_COMMIT_AND_FETCH_REQ, res < 0 ? -EIO : this.commitAfterCopy[tag], 0);
+        if (!this.inSyncLoop) this.scheduleFlush();
+      }
     } else if (kind === KIND_TARGET) {
       const complete = this.target.complete;
       if (!complete) {
@@ -267,22 +266,10 @@ export class QueueLoop<S = unknown> implements QueueContext<S> {
     }
   };
 
-  /** Fills the request from its descriptor in the mmapped iod array. */
-  private decode(req: Request): void {
-    const off = req.tag * U.ublksrv_io_desc_LAYOUT.size;
-    const v = this.iodView;
-    const opFlags = v.getUint32(off, true);
-    req.op = opFlags & 0xff;
-    req.flags = opFlags & ~0xff;
-    req.length = v.getUint32(off + 4, true) * 512;
-    req.offset = (v.getUint32(off + 8, true) + v.getUint32(off + 12, true) * 0x100000000) * 512;
-  }
-
-  /** The target's own memory for a WRITE's data (NEED_GET_DATA), or 0 for a pool buffer. */
+  /** The target's own memory for a WRITE's data (NEED_GET_DATA, user copy), or 0 for a pool buffer. */
   private writeDestination(req: Request): number {
     const hook = this.target.writeDestination;
-    if (!hook) return 0;
-    this.decode(req);
+    if (!hook || !dataFromDriver(req.op)) return 0;
     try {
       const addr = hook(req, this);
       return typeof addr === "number" && addr > 0 ? addr : 0;
@@ -294,35 +281,44 @@ export class QueueLoop<S = unknown> implements QueueContext<S> {
 
   private dispatch(tag: number): void {
     const req = this.requests[tag];
-    this.decode(req);
-    if (this.pool !== null && req.op === U.UBLK_IO_OP_READ && req.pooled === null)
-      req.attach(this.pool.acquire());
+    req.decode(this.iodView);
     this.tagState[tag] |= TAG_SERVING;
+    if (this.userCopy && dataFromDriver(req.op) && req.length > 0) {
+      // Fetch the data first: into the target's own memory, or a pool buffer.
+      const dest = this.writeDestination(req);
+      if (dest > 0) req.address = dest;
+      else if (req.pooled === null) req.attach((this.pool as BufferPool).acquire());
+      req.copied = 0;
+      prepCopyIn(this.ring, this.cfg.charFd, req, (KIND_COPY_IN << 16) | tag);
+      return;
+    }
+    if (this.pool !== null && req.pooled === null && (req.op === U.UBLK_IO_OP_READ || req.nrZones > 0))
+      req.attach(this.pool.acquire());
+    this.serve(req);
+  }
+
+  /** User copy: `res` more bytes of the request's data arrived from the driver (or the copy failed). */
+  private copiedIn(tag: number, res: number): void {
+    if (!(this.tagState[tag] & TAG_SERVING)) return;
+    const req = this.requests[tag];
+    if (res <= 0) {
+      this.settle(tag, res < 0 ? res : -EIO);
+      return;
+    }
+    req.copied += res;
+    if (req.copied < req.length) prepCopyIn(this.ring, this.cfg.charFd, req, (KIND_COPY_IN << 16) | tag);
+    else this.serve(req);
+  }
+
+  private serve(req: Request): void {
+    const tag = req.tag;
     let result: IoResult;
     try {
-      result = this.route(req);
+      result = route(this.target, req, this);
     } catch (err) {
       result = this.errorResult(err);
     }
     this.apply(tag, result);
-  }
-
-  private route(req: Request): IoResult {
-    const t = this.target;
-    switch (req.op) {
-      case U.UBLK_IO_OP_READ:
-        return t.read(req, this);
-      case U.UBLK_IO_OP_WRITE:
-        return t.write(req, this);
-      case U.UBLK_IO_OP_FLUSH:
-        return t.flush ? t.flush(req, this) : 0;
-      case U.UBLK_IO_OP_DISCARD:
-        return t.discard ? t.discard(req, this) : -EOPNOTSUPP;
-      case U.UBLK_IO_OP_WRITE_ZEROES:
-        return t.writeZeroes ? t.writeZeroes(req, this) : -EOPNOTSUPP;
-      default:
-        return -EOPNOTSUPP;
-    }
   }
 
   private apply(tag: number, result: IoResult): void {
@@ -356,7 +352,8 @@ export class QueueLoop<S = unknown> implements QueueContext<S> {
     const req = this.requests[tag];
     if (res === 0 && (req.op === U.UBLK_IO_OP_READ || req.op === U.UBLK_IO_OP_WRITE)) res = -EIO;
     else if (res > req.length) res = req.length;
-    this.sendCmd(tag, U.UBLK_U_IO_COMMIT_AND_FETCH_REQ, res);
+    if (this.userCopy) this.commitUserCopy(req, res);
+    else this.sendCmd(tag, U.UBLK_U_IO_COMMIT_AND_FETCH_REQ, res, req.address);
     // The kernel copies a READ's data out of the buffer while it handles the commit, so the buffer
     // goes back to the pool once that commit has been submitted.
     const pooled = req.pooled;
@@ -366,6 +363,34 @@ export class QueueLoop<S = unknown> implements QueueContext<S> {
     } else if (this.pool !== null) req.address = 0; // was the target's memory (serveFrom, writeDestination)
     // The blocking loop submits with its next wait; otherwise commit at the end of this tick.
     if (!this.inSyncLoop) this.scheduleFlush();
+  }
+
+  /**
+   * User copy: a READ's (or REPORT_ZONES') data goes to the driver by a write on the char device, and
+   * the commit is linked behind it, so both go out in the same batch without waiting for the copy.
+   */
+  private commitUserCopy(req: Request, res: number): void {
+    const tag = req.tag;
+    let result = res;
+    // The driver completes a REPORT_ZONES request by the bytes committed and requeues any it lacks; its
+    // own buffer was zeroed and it trims a larger count to the request's size, so always say "all".
+    if (req.nrZones > 0 && res >= 0) result = this.cfg.bufSize;
+    if (res > 0 && dataToDriver(req.op)) {
+      if (this.ring.space < 2) this.ring.submit(); // keep the copy and its commit in one submission
+      prepCopyOut(this.ring, this.cfg.charFd, req, res, (KIND_COPY_OUT << 16) | tag, COPY_LINK);
+      const pooled = req.pooled;
+      if (pooled !== null && req.address === pooled.address) {
+        this.copyOutBuffers[tag] = pooled; // read by the copy until its CQE
+        req.detach();
+      }
+      if (!COPY_LINK) {
+        this.commitAfterCopy[tag] = result;
+        return;
+      }
+      this.tagState[tag] |= TAG_LINKED;
+    }
+    const lba = req.op === U.UBLK_IO_OP_ZONE_APPEND && req.appendSector > 0 ? req.appendSector : 0;
+    this.sendCmd(tag, U.UBLK_U_IO_COMMIT_AND_FETCH_REQ, result, lba);
   }
 
   private scheduleFlush(): void {
@@ -388,7 +413,8 @@ export class QueueLoop<S = unknown> implements QueueContext<S> {
     if (this.pool !== null && this.ring.pending === 0) this.pool.recycle();
   }
 
-  private sendCmd(tag: number, cmdOp: number, result: number): void {
+  /** `addr`: the IO buffer, or with user copy 0 (or a ZONE_APPEND's sector, zone_append_lba). */
+  private sendCmd(tag: number, cmdOp: number, result: number, addr: number): void {
     if (this.tagState[tag] & TAG_DONE || this.ring.isClosed) return;
     const ring = this.ring;
     const off = ring.sqeOrSubmit();
@@ -398,7 +424,6 @@ export class QueueLoop<S = unknown> implements QueueContext<S> {
     v.setUint16(c, this.qid, true);
     v.setUint16(c + 2, tag, true);
     v.setInt32(c + 4, result, true);
-    const addr = this.requests[tag].address;
     v.setUint32(c + 8, addr >>> 0, true);
     v.setUint32(c + 12, Math.floor(addr / 0x100000000), true);
     this.tagState[tag] |= TAG_CMD_INFLIGHT;

@@ -45,7 +45,8 @@ const SUB_PUNCH = 2;
 
 /**
  * Where the request's bytes sit in the mapped file, or 0 when its IO must go through io_uring (no
- * mapping, or a hole may exist). Callers run only in NEED_GET_DATA mode, which the mapping asks for.
+ * mapping, or a hole may exist). Callers run only in NEED_GET_DATA mode, which the mapping asks for,
+ * or user copy mode, where the queue copies between the char device and this address.
  */
 function mappedAddress(req: IoRequest, ctx: QueueContext<LoopState>): number {
   const st = ctx.state;
@@ -148,7 +149,8 @@ export default defineTarget<LoopState>({
   },
 
   read(req, ctx) {
-    const mapped = ctx.flags & U.UBLK_F_NEED_GET_DATA ? mappedAddress(req, ctx) : 0;
+    // NEED_GET_DATA (or user copy, which replaces it) lets the data come from the mapping directly.
+    const mapped = ctx.flags & (U.UBLK_F_NEED_GET_DATA | U.UBLK_F_USER_COPY) ? mappedAddress(req, ctx) : 0;
     if (mapped !== 0) {
       req.serveFrom(mapped);
       return req.length;

@@ -1,7 +1,8 @@
 // ram: a RAM disk held by the daemon, like the kernel's brd. The memory is one anonymous mapping in
 // the daemon, taken page by page as it is written (unwritten pages read as zeros). No IO and no copy
 // here: with NEED_GET_DATA the driver copies a READ's data straight out of it and a WRITE's data
-// straight into it. The contents live as long as the daemon: user recovery cannot bring them back.
+// straight into it (with user copy, -u, the queue's reads and writes on /dev/ublkcN do, equally
+// once). The contents live as long as the daemon: user recovery cannot bring them back.
 import { native } from "../native.js";
 import * as U from "../uapi/ublk_cmd.js";
 import { parseSize } from "./size.js";
@@ -44,7 +45,8 @@ export default defineTarget<RamState>({
     memory.delete(setup.state);
   },
   initQueue(ctx) {
-    if (!(ctx.flags & U.UBLK_F_NEED_GET_DATA))
+    // With user copy (-u) the queue copies between the char device and this memory directly.
+    if (!(ctx.flags & (U.UBLK_F_NEED_GET_DATA | U.UBLK_F_USER_COPY)))
       throw new Error("the ram target needs UBLK_F_NEED_GET_DATA, which this ublk driver did not grant");
   },
   read(req, ctx) {

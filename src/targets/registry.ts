@@ -6,7 +6,7 @@ import { pathToFileURL } from "node:url";
 import { importModule } from "./import-module.js";
 import type { Target } from "./target.js";
 
-export const BUILTIN_TARGETS = ["null", "loop", "ram", "stripe", "fault_inject"] as const;
+export const BUILTIN_TARGETS = ["null", "loop", "ram", "stripe", "fault_inject", "zoned"] as const;
 
 export function targetModuleUrl(nameOrPath: string, cwd = process.cwd()): string {
   if ((BUILTIN_TARGETS as readonly string[]).includes(nameOrPath)) {

@@ -34,12 +34,18 @@ export interface IoRequest {
   /** Address of `buffer`, for target IO submitted on ctx.ring. */
   readonly address: number;
   /**
-   * READ only, and only when ctx.flags has UBLK_F_NEED_GET_DATA: the driver takes this read's data
-   * from `address` (any memory of this process, e.g. a mapped file) instead of `buffer`, copying it
-   * when the request is committed. Saves the copy into `buffer`. The memory must stay mapped until
+   * READ only, and only when ctx.flags has UBLK_F_NEED_GET_DATA or UBLK_F_USER_COPY: the read's data
+   * is taken from `address` (any memory of this process, e.g. a mapped file) instead of `buffer`, by
+   * the driver when the request is committed (or by the queue's copy to /dev/ublkcN). Saves the copy into `buffer`. The memory must stay mapped until
    * then, and reading it must not fault with an error (the 6.12 driver would retry the read forever).
    */
   serveFrom(address: number): void;
+  /** REPORT_ZONES: zones asked for; `buffer` has room for that many struct blk_zone (64 bytes each). */
+  readonly nrZones: number;
+  /** ZONE_APPEND: the sector where the data was written, which the driver returns to the writer. */
+  setAppendSector(sector: number): void;
+  /** ZONE_APPEND: what setAppendSector() set for this request, or -1. */
+  readonly appendSector: number;
 }
 
 export interface QueueContext<S = unknown> {
@@ -98,12 +104,22 @@ export interface Target<S = unknown> {
   discard?(req: IoRequest, ctx: QueueContext<S>): IoResult;
   writeZeroes?(req: IoRequest, ctx: QueueContext<S>): IoResult;
   /**
-   * Only with UBLK_F_NEED_GET_DATA, before write(): the address of `req.length` bytes of this
-   * process's memory where the driver should copy the WRITE's data (write() then finds req.address
+   * Only with UBLK_F_NEED_GET_DATA or UBLK_F_USER_COPY, before write() (and with user copy before
+   * zoneAppend()): the address of `req.length`
+   * bytes of this process's memory where the WRITE's data should be copied (write() then finds req.address
    * equal to it), or 0 for a buffer from the queue's pool. Same rule as serveFrom: the memory must
    * not fault with an error.
    */
   writeDestination?(req: IoRequest, ctx: QueueContext<S>): number;
+  /**
+   * Zoned devices (UBLK_F_ZONED, which needs UBLK_F_USER_COPY): ZONE_APPEND gets its data like a
+   * WRITE and calls req.setAppendSector(); REPORT_ZONES fills req.buffer with struct blk_zone entries
+   * from req.offset on and returns their bytes; zoneManage handles ZONE_OPEN, ZONE_CLOSE,
+   * ZONE_FINISH, ZONE_RESET and ZONE_RESET_ALL (req.op says which). Default: -EOPNOTSUPP.
+   */
+  zoneAppend?(req: IoRequest, ctx: QueueContext<S>): IoResult;
+  reportZones?(req: IoRequest, ctx: QueueContext<S>): IoResult;
+  zoneManage?(req: IoRequest, ctx: QueueContext<S>): IoResult;
   /** A target operation submitted with ctx.userData(req.tag, sub) finished with `res`. */
   complete?(req: IoRequest, res: number, sub: number, ctx: QueueContext<S>): IoResult;
 }

@@ -3,9 +3,9 @@ export const USAGE = `ublk-ts: Linux ublk block devices served by TypeScript
 
 usage: ublk <command> [options]
 
-  add -t null|loop|ram|stripe|fault_inject|./target.ts [-n ID] [-q QUEUES] [-d DEPTH]
-      [--foreground] [--quiet] [-r 0|1] [-i 0|1] [-g 0|1] [--uring_comp 0|1] [target options]
-      [FILE | -f FILE]
+  add -t TARGET [-n ID] [-q QUEUES] [-d DEPTH] [--foreground] [--quiet] [-r 0|1] [-i 0|1] [-e 0|1]
+      [-g] [-u] [-z] [--auto_zc [--auto_zc_fallback]] [--uring_comp 0|1] [target options] [FILE...]
+        TARGET: null, loop, ram, stripe, fault_inject, zoned, or ./my-target.ts (.mts, .js, .mjs)
         create /dev/ublkbN and leave a daemon serving it; prints the device once it is LIVE
         defaults: -n -1 (first free id), -q 2 (at most one per CPU), -d 128
         null options:  --size SIZE (default 250G)
@@ -17,9 +17,16 @@ usage: ublk <command> [options]
                        [--slow_rate P --slow_us N] [--die_after N] [--seed N] [--size SIZE | -f FILE]
                        P a fraction 0..1; A-B 512-byte sectors, inclusive; a null device
                        (250G) unless -f FILE; --die_after N: the daemon crashes at request N+1
-        -r 1 user recovery, -i 1 reissue in-flight IO after recovery, -g 1 NEED_GET_DATA
         -e 1 recovery, but IO fails at once while no daemon serves (instead of waiting)
         --no_auto_part_scan: no partition scan when the device starts (blockdev --rereadpt asks)
+        zoned options: --size SIZE (required) --zone_size SIZE (power of two, default 256M)
+                       --conv_zones N --max_open N --max_active N (0: no limit) [FILE]
+                       host-managed zones in RAM, or in FILE with the zone states after the data
+        -r 1 user recovery, -i 1 reissue in-flight IO after recovery, -g 1 NEED_GET_DATA,
+        -u 1 user copy (data moves by read/write on /dev/ublkcN; not with -g)
+        -z zero copy (the target moves data between its backing and the request's own pages;
+           loop, null), --auto_zc the same with the driver registering the buffers (7.3),
+           --auto_zc_fallback: requests the driver could not register are registered by the queue
         --supervise (with -r 1): restart a daemon that dies and recover the device automatically
         parameters: --logical_block_size N --physical_block_size N --io_opt N --io_min N
           --max_sectors N --chunk_sectors N --read_only 0|1 --rotational 0|1 --wc 0|1 --fua 0|1
@@ -43,7 +50,7 @@ usage: ublk <command> [options]
   features                      show what the loaded ublk driver supports
   help                          this text
 
-Switches written bare (-r, -i, -g, --uring_comp) mean 1. Sizes take K, M, G, T suffixes.
+Switches written bare (-r, -i, -g, -u, --uring_comp) mean 1. Sizes take K, M, G, T suffixes.
 Daemon logs: /run/ublk-ts/ublk-ts.log
 `;
 
