@@ -19,6 +19,7 @@
 #include <node_api.h>
 #include <sched.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -442,6 +443,28 @@ static napi_value ring_close(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/*
+ * ringRegister(handle, opcode, arg, nr) -> io_uring_register(2)'s result, or -errno. `arg` is an
+ * ArrayBuffer holding the opcode's argument (laid out by the caller), or null. Setup-time only.
+ */
+static napi_value ring_register(napi_env env, napi_callback_info info) {
+  napi_value argv[4];
+  if (get_args(env, info, 4, argv)) return NULL;
+  ring_t *r = arg_ring(env, argv[0]);
+  if (!r) return NULL;
+  unsigned op = (unsigned)arg_i64(env, argv[1]);
+  void *arg = NULL;
+  bool is_ab = false;
+  CHECK(napi_is_arraybuffer(env, argv[2], &is_ab));
+  if (is_ab) {
+    size_t len;
+    CHECK(napi_get_arraybuffer_info(env, argv[2], &arg, &len));
+  }
+  unsigned nr = (unsigned)arg_i64(env, argv[3]);
+  int rc = sys_io_uring_register(r->fd, op, arg, nr);
+  return num(env, rc < 0 ? -errno : rc);
+}
+
 /* ---- memory ---- */
 
 static void free_finalize(napi_env env, void *data, void *hint) {
@@ -605,7 +628,8 @@ NAPI_MODULE_INIT() {
     napi_callback fn;
   } fns[] = {
       {"ringSetup", ring_setup},       {"ringEnter", ring_enter},       {"ringPoll", ring_poll},
-      {"ringUnpoll", ring_unpoll},     {"ringClose", ring_close},       {"allocBuffer", alloc_buffer},
+      {"ringUnpoll", ring_unpoll},     {"ringClose", ring_close},       {"ringRegister", ring_register},
+      {"allocBuffer", alloc_buffer},
       {"bufferAddress", buffer_address}, {"mmapFile", mmap_file},       {"munmapBuffer", munmap_buffer},
       {"gettid", get_tid},             {"setAffinity", set_affinity},   {"getAffinity", get_affinity},
       {"setIoFlusher", set_io_flusher},

@@ -28,6 +28,8 @@ export interface DeviceOptions {
   maxIoBufBytes?: number;
   /** UBLK_F_* to ask for. */
   flags?: number;
+  /** With UBLK_F_AUTO_BUF_REG: ask the driver to hand over requests whose buffer it could not register. */
+  autoBufRegFallback?: boolean;
   params?: DeviceParamOverrides;
   log?: (message: string) => void;
 }
@@ -141,6 +143,7 @@ async function prepareQueues(
   setup: TargetSetup,
   threads: QueueThread[],
   log: (m: string) => void,
+  autoBufRegFallback = false,
 ): Promise<void> {
   for (let qid = 0; qid < info.nrHwQueues; qid++) {
     const cpus = await ctrl.getQueueAffinity(info.devId, qid);
@@ -151,6 +154,7 @@ async function prepareQueues(
       bufSize: info.maxIoBufBytes,
       charFd: -1,
       flags: info.flags,
+      autoBufRegFallback,
     };
     threads.push(new QueueThread({ cfg, targetUrl, state: setup.state, cpus }, log));
   }
@@ -168,6 +172,8 @@ function startQueues(threads: QueueThread[], charFd: number): Promise<QueueInfo[
 
 export interface RecoverOptions {
   devId: number;
+  /** As given to create(). */
+  autoBufRegFallback?: boolean;
   target: string;
   targetOptions?: TargetOptions;
   /** How long to retry START_USER_RECOVERY while the driver says EBUSY (default 60 s). */
@@ -250,7 +256,16 @@ export class UblkDevice {
       throw new DeviceError(problem);
     }
 
-    let flags = (opts.flags ?? 0) | (setup.flags ?? 0) | U.UBLK_F_CMD_IOCTL_ENCODE;
+    const zeroCopy = (opts.flags ?? 0) & (U.UBLK_F_SUPPORT_ZERO_COPY | U.UBLK_F_AUTO_BUF_REG);
+    if (zeroCopy && !target.zeroCopy) {
+      await target.close?.(setup);
+      throw new DeviceError(
+        `the ${target.name} target needs the requests' bytes: it cannot run with zero copy (-z, --auto_zc)`,
+      );
+    }
+    // With zero copy the user's choice wins over a target's own NEED_GET_DATA (its mapped-memory path).
+    let flags = (opts.flags ?? 0) | ((setup.flags ?? 0) & (zeroCopy ? ~U.UBLK_F_NEED_GET_DATA : ~0));
+    flags |= U.UBLK_F_CMD_IOCTL_ENCODE;
     // A target that serves from its own memory asks for NEED_GET_DATA; with user copy the queue copies
     // straight from and into that memory instead, and the driver drops the flag anyway.
     if (flags & U.UBLK_F_USER_COPY) flags &= ~U.UBLK_F_NEED_GET_DATA;
@@ -276,14 +291,17 @@ export class UblkDevice {
     const threads: QueueThread[] = [];
     try {
       // The driver silently drops flags it does not know.
-      const missing = flags & ~info.flags & (U.UBLK_F_USER_COPY | U.UBLK_F_ZONED);
+      const missing =
+        flags &
+        ~info.flags &
+        (U.UBLK_F_USER_COPY | U.UBLK_F_ZONED | U.UBLK_F_SUPPORT_ZERO_COPY | U.UBLK_F_AUTO_BUF_REG);
       if (missing)
         throw new DeviceError(
           `this ublk driver does not support ${U.featureNames(missing).join(" and ")} (see 'ublk features')`,
         );
       charFd = await openCharDev(devId, info.flags);
       await ctrl.setParams(devId, toUblkParams(params, setup.size, info.maxIoBufBytes));
-      await prepareQueues(ctrl, info, targetUrl, setup, threads, log);
+      await prepareQueues(ctrl, info, targetUrl, setup, threads, log, opts.autoBufRegFallback);
       const queueInfos = await startQueues(threads, charFd);
       await ctrl.startDev(devId, process.pid);
       const live = await ctrl.getDevInfo(devId);
@@ -342,7 +360,7 @@ export class UblkDevice {
         throw new DeviceError(`target is ${setup.size} bytes, the device ${sizeBytes}`);
       const params = mergeParams(setup.params);
       params.logicalBlockSize = 1 << kernelParams.basic.logical_bs_shift;
-      await prepareQueues(ctrl, info, targetUrl, setup, threads, log);
+      await prepareQueues(ctrl, info, targetUrl, setup, threads, log, opts.autoBufRegFallback);
       const deadline = Date.now() + (opts.waitMs ?? 60_000);
       for (;;) {
         try {

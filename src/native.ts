@@ -27,6 +27,8 @@ export interface NativeAddon {
   ringPoll(handle: object, onCompletion: () => void): void;
   ringUnpoll(handle: object): void;
   ringClose(handle: object): void;
+  /** io_uring_register(2) on the ring: its result, or -errno. `arg` laid out by the caller. */
+  ringRegister(handle: object, opcode: number, arg: ArrayBuffer | null, nr: number): number;
   /** Page-aligned anonymous memory, freed when the ArrayBuffer is collected. */
   allocBuffer(size: number): ArrayBuffer;
   bufferAddress(buffer: ArrayBuffer | ArrayBufferView): number;

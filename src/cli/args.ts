@@ -59,6 +59,8 @@ const BOOL_KEYS: Record<string, string> = {
   "--recovery_reissue": "recovery_reissue",
   "-g": "need_get_data",
   "--need_get_data": "need_get_data",
+  "-z": "zero_copy",
+  "--zero_copy": "zero_copy",
   "-u": "user_copy",
   "--user_copy": "user_copy",
   "-e": "recovery_fail_io",
@@ -79,6 +81,8 @@ const FLAGS: Record<string, string> = {
   "--safe": "safe",
   "--async": "async",
   "--no_auto_part_scan": "no_auto_part_scan",
+  "--auto_zc": "auto_zc",
+  "--auto_zc_fallback": "auto_zc_fallback",
   "-h": "help",
   "--help": "help",
 };

@@ -37,6 +37,7 @@ export async function runDaemon(
             devId: spec.devId,
             target: spec.target,
             targetOptions: spec.targetOptions,
+            autoBufRegFallback: spec.autoBufRegFallback,
             log,
           })
         : await UblkDevice.create({
@@ -47,6 +48,7 @@ export async function runDaemon(
             depth: spec.depth,
             maxIoBufBytes: spec.maxIoBufBytes,
             flags: spec.flags,
+            autoBufRegFallback: spec.autoBufRegFallback,
             params: spec.params,
             log,
           });

@@ -143,6 +143,17 @@ export function specFromArgs(args: ParsedArgs): AddSpec {
       throw new UsageError("-g and -u exclude each other: with user copy (-u) no buffer address is needed");
     ublkFlags |= U.UBLK_F_USER_COPY;
   }
+  // Zero copy: -z registers each request's buffer from the queue, --auto_zc has the driver do it;
+  // --auto_zc_fallback lets the queue register the ones the driver could not (needs -z's command).
+  const zeroCopy = options.zero_copy === "1" || flags.has("auto_zc");
+  if (options.zero_copy === "1") ublkFlags |= U.UBLK_F_SUPPORT_ZERO_COPY;
+  if (flags.has("auto_zc")) ublkFlags |= U.UBLK_F_AUTO_BUF_REG;
+  if (flags.has("auto_zc_fallback")) {
+    if (!flags.has("auto_zc")) throw new UsageError("--auto_zc_fallback goes with --auto_zc");
+    ublkFlags |= U.UBLK_F_SUPPORT_ZERO_COPY;
+  }
+  if (zeroCopy && (options.user_copy === "1" || options.need_get_data === "1"))
+    throw new UsageError("zero copy (-z, --auto_zc) moves no data through the daemon: drop -u and -g");
   if (options.uring_comp === "1") ublkFlags |= U.UBLK_F_URING_CMD_COMP_IN_TASK;
   // As kublk: -e 1 is recovery whose IO fails at once while no daemon serves, instead of waiting.
   if (options.recovery_fail_io === "1") ublkFlags |= U.UBLK_F_USER_RECOVERY | U.UBLK_F_USER_RECOVERY_FAIL_IO;
@@ -162,6 +173,7 @@ export function specFromArgs(args: ParsedArgs): AddSpec {
     depth: intOption(options, "depth", 128, 1, U.UBLK_MAX_QUEUE_DEPTH),
     maxIoBufBytes: maxIoBuf,
     flags: ublkFlags,
+    autoBufRegFallback: flags.has("auto_zc_fallback") || undefined,
     params: paramsFrom(options),
   };
 }

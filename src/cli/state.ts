@@ -18,6 +18,8 @@ export interface AddSpec {
   depth: number;
   maxIoBufBytes: number;
   flags: number;
+  /** --auto_zc_fallback (not a driver flag: how the queues answer UBLK_IO_F_NEED_REG_BUF). */
+  autoBufRegFallback?: boolean;
   params: Record<string, unknown>;
 }
 

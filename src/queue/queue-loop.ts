@@ -16,12 +16,14 @@ import {
   IORING_SETUP_COOP_TASKRUN,
   IORING_SETUP_DEFER_TASKRUN,
   IORING_SETUP_SINGLE_ISSUER,
+  SQE_ADDR,
   SQE_CMD,
 } from "../uring/constants.js";
 import { Ring } from "../uring/ring.js";
 import { BufferPool, type PooledBuffer } from "./buffer-pool.js";
 import { NO_BUFFER, Request, route } from "./request.js";
 import { dataFromDriver, dataToDriver, prepCopyIn, prepCopyOut } from "./user-copy.js";
+import { autoRegAddr, hasData, prepBufferCmd, ZERO_COPY_FLAGS } from "./zero-copy.js";
 
 const EIO = 5;
 const ECANCELED = 125;
@@ -33,6 +35,8 @@ const KIND_TARGET = 1;
 const KIND_COPY_IN = 2;
 /** User copy: the request's data written to /dev/ublkcN, linked before its commit (READ, REPORT_ZONES). */
 const KIND_COPY_OUT = 3;
+/** Zero copy: a REGISTER_IO_BUF/UNREGISTER_IO_BUF that failed (success posts no CQE). */
+const KIND_BUF_CMD = 4;
 const TAG_MASK = 0xffff;
 
 // Per-tag state flags.
@@ -40,6 +44,7 @@ const TAG_CMD_INFLIGHT = 1; // a uring_cmd for this tag is owned by the kernel
 const TAG_SERVING = 2; // the target owns a request for this tag
 const TAG_DONE = 4; // aborted: the queue is going away
 const TAG_LINKED = 8; // the in-flight commit waits behind this tag's copy to the char device
+const TAG_REGISTERED = 16; // zero copy: the queue registered this request's buffer; unregister at commit
 
 /** How long the blocking wait sleeps before giving the event loop a turn (messages, timers). */
 const IDLE_YIELD_NS = 100_000_000;
@@ -66,6 +71,8 @@ export interface QueueConfig {
   depth: number;
   /** Bytes of each tag's buffer (the device's max_io_buf_bytes). */
   bufSize: number;
+  /** --auto_zc_fallback: when the driver cannot register a buffer, it hands the request over to register. */
+  autoBufRegFallback?: boolean;
   /** fd of /dev/ublkcN. */
   charFd: number;
   /** UBLK_F_* the driver granted. */
@@ -92,6 +99,10 @@ export class QueueLoop<S = unknown> implements QueueContext<S> {
   private readonly copyOutBuffers: (PooledBuffer | null)[] = [];
   /** User copy without links (UBLK_TS_COPY_LINK=0): the commit result waiting for the copy's CQE. */
   private readonly commitAfterCopy: Int32Array;
+  /** Zero copy (-z or --auto_zc): requests' pages are fixed buffers at slot = tag; no memory here. */
+  private readonly zeroCopy: boolean;
+  /** --auto_zc: the driver registers and unregisters the buffers; FETCH/COMMIT carry the slot. */
+  private readonly autoBufReg: boolean;
   private live = 0; // tags not yet aborted
   private flushScheduled = false;
   /** Target Promises not yet settled: while any is, the event loop drives wake-ups. */
@@ -117,8 +128,12 @@ export class QueueLoop<S = unknown> implements QueueContext<S> {
     this.done = new Promise((r) => {
       this.resolveDone = r;
     });
-    // Room for a command and a target operation per tag, plus slack for multi-op targets.
-    const ringOptions = { entries: Math.max(8, 2 * cfg.depth), cqEntries: 4 * cfg.depth };
+    this.zeroCopy = (cfg.flags & ZERO_COPY_FLAGS) !== 0;
+    this.autoBufReg = (cfg.flags & U.UBLK_F_AUTO_BUF_REG) !== 0;
+    // Room for a command and a target operation per tag (zero copy: a buffer register and
+    // unregister too), plus slack for multi-op targets.
+    const perTag = this.zeroCopy ? 4 : 2;
+    const ringOptions = { entries: Math.max(8, perTag * cfg.depth), cqEntries: 4 * cfg.depth };
     try {
       this.ring = new Ring({ ...ringOptions, flags: RING_FLAGS });
     } catch (err) {
@@ -136,9 +151,10 @@ export class QueueLoop<S = unknown> implements QueueContext<S> {
     this.tagState = new Uint8Array(cfg.depth);
     this.commitAfterCopy = new Int32Array(cfg.depth);
     this.userCopy = (cfg.flags & U.UBLK_F_USER_COPY) !== 0;
-    const pooled = this.userCopy || (cfg.flags & U.UBLK_F_NEED_GET_DATA) !== 0;
+    const pooled = !this.zeroCopy && (this.userCopy || (cfg.flags & U.UBLK_F_NEED_GET_DATA) !== 0);
     this.pool = pooled ? new BufferPool(cfg.bufSize) : null;
-    const buffers = pooled ? null : native.allocBuffer(cfg.depth * cfg.bufSize);
+    if (this.zeroCopy) this.ring.registerSparseBuffers(cfg.depth);
+    const buffers = pooled || this.zeroCopy ? null : native.allocBuffer(cfg.depth * cfg.bufSize);
     const base = buffers ? native.bufferAddress(buffers) : 0;
     for (let tag = 0; tag < cfg.depth; tag++) {
       const buf = buffers ? new Uint8Array(buffers, tag * cfg.bufSize, cfg.bufSize) : NO_BUFFER;
@@ -157,7 +173,7 @@ export class QueueLoop<S = unknown> implements QueueContext<S> {
   async start(): Promise<void> {
     await this.target.initQueue?.(this);
     for (let tag = 0; tag < this.depth; tag++)
-      this.sendCmd(tag, U.UBLK_U_IO_FETCH_REQ, 0, this.requests[tag].address);
+      this.sendCmd(tag, U.UBLK_U_IO_FETCH_REQ, 0, this.bufferAddr(tag));
     this.live = this.depth;
     this.ring.submit();
     if (ALWAYS_EVENT_LOOP) this.enterEventMode();
@@ -250,6 +266,9 @@ export class QueueLoop<S = unknown> implements QueueContext<S> {
         this.sendCmd(tag, U.UBLK_U_IO_COMMIT_AND_FETCH_REQ, res < 0 ? -EIO : this.commitAfterCopy[tag], 0);
         if (!this.inSyncLoop) this.scheduleFlush();
       }
+    } else if (kind === KIND_BUF_CMD) {
+      if (this.errorsLogged++ < 5)
+        this.log(`ublk${this.devId} queue ${this.qid}: tag ${tag} buffer (un)register failed: errno ${-res}`);
     } else if (kind === KIND_TARGET) {
       const complete = this.target.complete;
       if (!complete) {
@@ -294,6 +313,15 @@ export class QueueLoop<S = unknown> implements QueueContext<S> {
     }
     if (this.pool !== null && req.pooled === null && (req.op === U.UBLK_IO_OP_READ || req.nrZones > 0))
       req.attach(this.pool.acquire());
+    if (this.zeroCopy) {
+      const data = hasData(req.op);
+      req.bufIndex = data ? tag : -1;
+      // -z registers every buffer itself; --auto_zc only those the driver could not (fallback).
+      if (data && (!this.autoBufReg || req.flags & U.UBLK_IO_F_NEED_REG_BUF)) {
+        prepBufferCmd(this.ring, this.cfg.charFd, true, this.qid, tag, (KIND_BUF_CMD << 16) | tag);
+        this.tagState[tag] |= TAG_REGISTERED;
+      }
+    }
     this.serve(req);
   }
 
@@ -352,8 +380,19 @@ export class QueueLoop<S = unknown> implements QueueContext<S> {
     const req = this.requests[tag];
     if (res === 0 && (req.op === U.UBLK_IO_OP_READ || req.op === U.UBLK_IO_OP_WRITE)) res = -EIO;
     else if (res > req.length) res = req.length;
+    if (this.tagState[tag] & TAG_REGISTERED) {
+      // The driver completes the request once the buffer is unregistered and the commit arrived.
+      this.tagState[tag] &= ~TAG_REGISTERED;
+      prepBufferCmd(this.ring, this.cfg.charFd, false, this.qid, tag, (KIND_BUF_CMD << 16) | tag);
+    }
     if (this.userCopy) this.commitUserCopy(req, res);
-    else this.sendCmd(tag, U.UBLK_U_IO_COMMIT_AND_FETCH_REQ, res, req.address);
+    else
+      this.sendCmd(
+        tag,
+        U.UBLK_U_IO_COMMIT_AND_FETCH_REQ,
+        res,
+        this.zeroCopy ? this.bufferAddr(tag) : req.address,
+      );
     // The kernel copies a READ's data out of the buffer while it handles the commit, so the buffer
     // goes back to the pool once that commit has been submitted.
     const pooled = req.pooled;
@@ -413,6 +452,12 @@ export class QueueLoop<S = unknown> implements QueueContext<S> {
     if (this.pool !== null && this.ring.pending === 0) this.pool.recycle();
   }
 
+  /** FETCH/COMMIT addr: the tag's buffer, or with --auto_zc the buffer table slot to register into. */
+  private bufferAddr(tag: number): number {
+    if (this.autoBufReg) return autoRegAddr(tag, this.cfg.autoBufRegFallback === true);
+    return this.requests[tag].address;
+  }
+
   /** `addr`: the IO buffer, or with user copy 0 (or a ZONE_APPEND's sector, zone_append_lba). */
   private sendCmd(tag: number, cmdOp: number, result: number, addr: number): void {
     if (this.tagState[tag] & TAG_DONE || this.ring.isClosed) return;
@@ -424,8 +469,14 @@ export class QueueLoop<S = unknown> implements QueueContext<S> {
     v.setUint16(c, this.qid, true);
     v.setUint16(c + 2, tag, true);
     v.setInt32(c + 4, result, true);
-    v.setUint32(c + 8, addr >>> 0, true);
-    v.setUint32(c + 12, Math.floor(addr / 0x100000000), true);
+    if (this.autoBufReg) {
+      // UBLK_F_AUTO_BUF_REG takes its ublk_auto_buf_reg from the SQE's own addr field; the command's
+      // addr must stay 0 (no buffer address without a buffer).
+      ring.setU64(off + SQE_ADDR, addr);
+    } else {
+      v.setUint32(c + 8, addr >>> 0, true);
+      v.setUint32(c + 12, Math.floor(addr / 0x100000000), true);
+    }
     this.tagState[tag] |= TAG_CMD_INFLIGHT;
   }
 

@@ -16,6 +16,8 @@ export class Request implements IoRequest {
   nrZones = 0;
   /** ZONE_APPEND: the sector the data landed at (-1 until set), returned to the driver in the commit. */
   appendSector = -1;
+  /** Zero copy: the fixed buffer (slot in the queue ring's table) holding the data, else -1. */
+  bufIndex = -1;
   /** User copy: bytes of this request's data moved so far between the char device and `address`. */
   copied = 0;
   /** Set while the request holds a buffer from the pool (NEED_GET_DATA or user copy mode). */

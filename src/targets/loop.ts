@@ -87,6 +87,7 @@ function refuseShrinkOverData(path: string, from: number, to: number): void {
 
 export default defineTarget<LoopState>({
   name: "loop",
+  zeroCopy: true,
 
   open(options) {
     const path = options.file;
@@ -156,6 +157,21 @@ export default defineTarget<LoopState>({
       return req.length;
     }
     const ring = ctx.ring;
+    if (req.bufIndex >= 0) {
+      // Zero copy: the file's data goes straight into the request's own pages.
+      const off = ring.sqeOrSubmit();
+      ring.prepRwFixed(
+        off,
+        false,
+        ctx.state.fd,
+        0,
+        req.length,
+        req.offset,
+        req.bufIndex,
+        ctx.userData(req.tag),
+      );
+      return QUEUED;
+    }
     ring.prepRead(
       ring.sqeOrSubmit(),
       ctx.state.fd,
@@ -175,7 +191,18 @@ export default defineTarget<LoopState>({
     if (ctx.state.mapAddr !== 0 && req.address === ctx.state.mapAddr + req.offset) return req.length;
     const ring = ctx.ring;
     const off = ring.sqeOrSubmit();
-    ring.prepWrite(off, ctx.state.fd, req.address, req.length, req.offset, ctx.userData(req.tag));
+    if (req.bufIndex >= 0)
+      ring.prepRwFixed(
+        off,
+        true,
+        ctx.state.fd,
+        0,
+        req.length,
+        req.offset,
+        req.bufIndex,
+        ctx.userData(req.tag),
+      );
+    else ring.prepWrite(off, ctx.state.fd, req.address, req.length, req.offset, ctx.userData(req.tag));
     // FUA: this write alone must be durable before it completes.
     if (req.flags & U.UBLK_IO_F_FUA) ring.sqeView.setUint32(off + SQE_OP_FLAGS, RWF_DSYNC, true);
     return QUEUED;

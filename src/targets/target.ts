@@ -34,6 +34,12 @@ export interface IoRequest {
   /** Address of `buffer`, for target IO submitted on ctx.ring. */
   readonly address: number;
   /**
+   * Zero copy (-z, --auto_zc): the request's own pages are fixed buffer `bufIndex` of ctx.ring; move
+   * the data with READ_FIXED/WRITE_FIXED (ring.prepRwFixed, addr 0 = the buffer's first byte).
+   * `buffer` and `data` are empty then. -1 when the request has no such buffer.
+   */
+  readonly bufIndex: number;
+  /**
    * READ only, and only when ctx.flags has UBLK_F_NEED_GET_DATA or UBLK_F_USER_COPY: the read's data
    * is taken from `address` (any memory of this process, e.g. a mapped file) instead of `buffer`, by
    * the driver when the request is committed (or by the queue's copy to /dev/ublkcN). Saves the copy into `buffer`. The memory must stay mapped until
@@ -83,6 +89,11 @@ export type TargetOptions = Record<string, string | number | boolean | readonly 
 
 export interface Target<S = unknown> {
   readonly name: string;
+  /**
+   * The target can serve READ/WRITE through req.bufIndex (ring IO with fixed buffers) without
+   * touching req.buffer: it may run with zero copy (-z, --auto_zc). Others are refused there.
+   */
+  readonly zeroCopy?: boolean;
   /** Main thread, once per device. */
   open(options: TargetOptions): TargetSetup<S> | Promise<TargetSetup<S>>;
   /** Main thread, after the device is gone. */

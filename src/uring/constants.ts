@@ -17,6 +17,8 @@ export const IORING_OP_READV = 1;
 export const IORING_OP_WRITEV = 2;
 export const IORING_OP_FSYNC = 3;
 export const IORING_OP_TIMEOUT = 11;
+export const IORING_OP_READ_FIXED = 4;
+export const IORING_OP_WRITE_FIXED = 5;
 export const IORING_OP_ASYNC_CANCEL = 14;
 export const IORING_OP_FALLOCATE = 17;
 export const IORING_OP_READ = 22;
@@ -26,6 +28,13 @@ export const IORING_OP_URING_CMD = 46;
 export const IOSQE_FIXED_FILE = 1 << 0;
 export const IOSQE_IO_LINK = 1 << 2;
 export const IOSQE_ASYNC = 1 << 4;
+/** No CQE when the operation succeeds (failures still post one). */
+export const IOSQE_CQE_SKIP_SUCCESS = 1 << 6;
+
+// io_uring_register(2) opcodes and arguments
+export const IORING_REGISTER_BUFFERS2 = 15;
+/** struct io_uring_rsrc_register.flags: a table of empty slots. */
+export const IORING_RSRC_REGISTER_SPARSE = 1 << 0;
 
 export const IORING_FSYNC_DATASYNC = 1 << 0;
 /** rw_flags: per-IO O_DSYNC, used to honour FUA. */

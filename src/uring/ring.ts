@@ -230,6 +230,42 @@ export class Ring {
     this.prepRw(off, C.IORING_OP_TIMEOUT, -1, ts, 1, 0, userData);
   }
 
+  /** READ_FIXED/WRITE_FIXED: `addr` is a position inside registered buffer `bufIndex`. */
+  prepRwFixed(
+    off: number,
+    write: boolean,
+    fd: number,
+    addr: number,
+    len: number,
+    offset: number,
+    bufIndex: number,
+    userData: number,
+  ): void {
+    this.prepRw(
+      off,
+      write ? C.IORING_OP_WRITE_FIXED : C.IORING_OP_READ_FIXED,
+      fd,
+      addr,
+      len,
+      offset,
+      userData,
+    );
+    this.sqeView.setUint16(off + C.SQE_BUF_INDEX, bufIndex, true);
+  }
+
+  /**
+   * Registers a table of `count` empty buffer slots (IORING_REGISTER_BUFFERS2, sparse), for kernel
+   * buffers installed later (ublk zero copy). Setup-time; throws with the errno on failure.
+   */
+  registerSparseBuffers(count: number): void {
+    const arg = new ArrayBuffer(32); // struct io_uring_rsrc_register { nr, flags, resv2, data, tags }
+    const v = new DataView(arg);
+    v.setUint32(0, count, true);
+    v.setUint32(4, C.IORING_RSRC_REGISTER_SPARSE, true);
+    const rc = native.ringRegister(this.handle, C.IORING_REGISTER_BUFFERS2, arg, 32);
+    if (rc < 0) throw new RingError(-rc, `IORING_REGISTER_BUFFERS2 (sparse, ${count}) failed: errno ${-rc}`);
+  }
+
   prepFsync(off: number, fd: number, fsyncFlags: number, userData: number): void {
     this.prepRw(off, C.IORING_OP_FSYNC, fd, 0, 0, 0, userData);
     this.sqeView.setUint32(off + C.SQE_OP_FLAGS, fsyncFlags, true);
