@@ -35,6 +35,12 @@ const VALUE_OPTIONS: Record<string, string> = {
   "--rotational": "rotational",
   "--wc": "wc",
   "--fua": "fua",
+  "--host": "host",
+  "--port": "port",
+  "--socket": "socket",
+  "--export": "export",
+  "--connections": "connections",
+  "--timeout": "timeout",
 };
 
 const BOOL_KEYS: Record<string, string> = {
@@ -59,6 +65,7 @@ const FLAGS: Record<string, string> = {
   "--verbose": "verbose",
   "--buffered_io": "buffered_io",
   "--supervise": "supervise",
+  "--tls": "tls",
   "-h": "help",
   "--help": "help",
 };

@@ -5,11 +5,14 @@ import { isAbsolute, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import type { Target } from "./target.js";
 
-export const BUILTIN_TARGETS = ["null", "loop", "ram"] as const;
+export const BUILTIN_TARGETS = ["null", "loop", "ram", "nbd"] as const;
+
+/** Built-ins made of several modules live in a folder; the rest in one file named after them. */
+const BUILTIN_MODULES: Record<string, string> = { nbd: "./nbd/target.js" };
 
 export function targetModuleUrl(nameOrPath: string, cwd = process.cwd()): string {
   if ((BUILTIN_TARGETS as readonly string[]).includes(nameOrPath)) {
-    return new URL(`./${nameOrPath}.js`, import.meta.url).href;
+    return new URL(BUILTIN_MODULES[nameOrPath] ?? `./${nameOrPath}.js`, import.meta.url).href;
   }
   if (nameOrPath.startsWith("file:")) return nameOrPath;
   const looksLikePath = nameOrPath.includes("/") || /\.[cm]?js$/.test(nameOrPath);
