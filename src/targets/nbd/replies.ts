@@ -136,47 +136,79 @@ export class ReplyParser {
       const magic = h.readUInt32BE(0);
       if (magic === P.SIMPLE_REPLY_MAGIC) this.hdrNeed = P.SIMPLE_REPLY_SIZE;
       else if (magic === P.STRUCTURED_REPLY_MAGIC) this.hdrNeed = P.STRUCTURED_HEADER_SIZE;
-      else return this.fail(`bad reply magic 0x${magic.toString(16)}`);
+      else {
+        this.fail(`bad reply magic 0x${magic.toString(16)}`);
+        return;
+      }
       return;
     }
     this.hdrHave = 0;
     this.structuredChunk = this.hdrNeed === P.STRUCTURED_HEADER_SIZE;
     this.hdrNeed = 4;
     // Both reply forms carry the 64-bit handle at byte 8; ours are tags (high half zero).
-    if (h.readUInt32BE(8) !== 0) return this.fail("reply for a handle never sent");
+    if (h.readUInt32BE(8) !== 0) {
+      this.fail("reply for a handle never sent");
+      return;
+    }
     this.handle = h.readUInt32BE(12);
     const f = this.sink.lookup(this.handle);
-    if (!f) return this.fail(`reply for handle ${this.handle}, which is not in flight`);
+    if (!f) {
+      this.fail(`reply for handle ${this.handle}, which is not in flight`);
+      return;
+    }
     this.current = f;
     if (!this.structuredChunk) {
       const error = h.readUInt32BE(4);
       this.chunkFlags = P.REPLY_FLAG_DONE;
       this.chunkType = P.REPLY_TYPE_NONE;
       if (error !== 0) f.error = error;
-      if (error === 0 && f.type === P.CMD_READ) return this.expectData(f, 0, f.length);
-      return this.endChunk();
+      if (error === 0 && f.type === P.CMD_READ) {
+        this.expectData(f, 0, f.length);
+        return;
+      }
+      this.endChunk();
+      return;
     }
     this.chunkFlags = h.readUInt16BE(4);
     this.chunkType = h.readUInt16BE(6);
     const len = h.readUInt32BE(16);
     switch (this.chunkType) {
       case P.REPLY_TYPE_NONE:
-        if (len !== 0) return this.fail("NBD_REPLY_TYPE_NONE with a payload");
-        return this.endChunk();
+        if (len !== 0) {
+          this.fail("NBD_REPLY_TYPE_NONE with a payload");
+          return;
+        }
+        this.endChunk();
+        return;
       case P.REPLY_TYPE_OFFSET_DATA:
-        if (len < 9 || f.dest === null) return this.fail("bad NBD_REPLY_TYPE_OFFSET_DATA chunk");
+        if (len < 9 || f.dest === null) {
+          this.fail("bad NBD_REPLY_TYPE_OFFSET_DATA chunk");
+          return;
+        }
         this.remaining = len - 8; // the data, after the 8-byte offset gathered as metadata
-        return this.expectMeta(8);
+        this.expectMeta(8);
+        return;
       case P.REPLY_TYPE_OFFSET_HOLE:
-        if (len !== 12 || f.dest === null) return this.fail("bad NBD_REPLY_TYPE_OFFSET_HOLE chunk");
-        return this.expectMeta(12);
+        if (len !== 12 || f.dest === null) {
+          this.fail("bad NBD_REPLY_TYPE_OFFSET_HOLE chunk");
+          return;
+        }
+        this.expectMeta(12);
+        return;
       default:
         if (this.chunkType & P.REPLY_TYPE_ERROR_BIT) {
-          if (len < 6 || len > MAX_META) return this.fail(`bad error chunk of ${len} bytes`);
-          return this.expectMeta(len);
+          if (len < 6 || len > MAX_META) {
+            this.fail(`bad error chunk of ${len} bytes`);
+            return;
+          }
+          this.expectMeta(len);
+          return;
         }
         // An unknown chunk type without the error bit: skip its payload, as the spec allows.
-        if (len === 0) return this.endChunk();
+        if (len === 0) {
+          this.endChunk();
+          return;
+        }
         this.state = SKIP;
         this.remaining = len;
     }
@@ -202,12 +234,17 @@ export class ReplyParser {
     if (this.chunkType === P.REPLY_TYPE_OFFSET_DATA || this.chunkType === P.REPLY_TYPE_OFFSET_HOLE) {
       const at = Number(m.readBigUInt64BE(0)) - f.offset;
       const len = this.chunkType === P.REPLY_TYPE_OFFSET_DATA ? this.remaining : m.readUInt32BE(8);
-      if (at < 0 || len <= 0 || at + len > f.length) return this.fail("read reply chunk outside its request");
+      if (at < 0 || len <= 0 || at + len > f.length) {
+        this.fail("read reply chunk outside its request");
+        return;
+      }
       if (this.chunkType === P.REPLY_TYPE_OFFSET_HOLE) {
         f.dest?.fill(0, at, at + len);
-        return this.endChunk();
+        this.endChunk();
+        return;
       }
-      return this.expectData(f, at, len);
+      this.expectData(f, at, len);
+      return;
     }
     // An error chunk: error, message length, message (ignored here; the errno is what the kernel gets).
     const error = m.readUInt32BE(0);
