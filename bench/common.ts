@@ -29,7 +29,7 @@ export const USAGE =
   "  --repeat=N     runs per job, the median is reported (default 3)\n" +
   "  --smoke        1 s, 1 repeat, no ramp, 4k randread qd64 on the 1-queue rows: checks it all still works\n" +
   "  --only=KINDS   comma-separated device kinds, each a ublk-ts target against the kernel's own:\n" +
-  "                 null (null_blk), loop (the loop driver), ram (brd)";
+  "                 null (null_blk), loop (the loop driver), ram (brd), nbd (nbd-client, same nbdkit)";
 
 export class BenchUsageError extends Error {}
 
@@ -123,6 +123,8 @@ export const BENCH_KINDS: readonly BenchKind[] = [
   { kind: "loop", reference: "loop (kernel)", referencePerQueues: false, variants: [{ flags: [] }] },
   // The ram target always runs with NEED_GET_DATA: -g says so in the label.
   { kind: "ram", reference: "brd", referencePerQueues: false, variants: [{ flags: ["-g"] }] },
+  // Both against one nbdkit memory export over a Unix socket; ublk-ts -q N opens N connections.
+  { kind: "nbd", reference: "nbd (kernel)", referencePerQueues: false, variants: [{ flags: [] }] },
 ];
 
 export const DEVICE_KINDS: readonly DeviceKind[] = BENCH_KINDS.map((k) => k.kind);

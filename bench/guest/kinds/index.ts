@@ -2,9 +2,11 @@
 // GuestKind module here and its BenchKind entry in common.ts.
 import type { GuestKind } from "../device.js";
 import { loopKind, nullKind, ramKind } from "./basic.js";
+import { nbdKind } from "./nbd.js";
 
 export const GUEST_KINDS: Record<string, GuestKind> = {
   null: nullKind,
   loop: loopKind,
   ram: ramKind,
+  nbd: nbdKind,
 };
