@@ -47,6 +47,8 @@ function server(name: string, command: string): number {
   const pidFile = `${DIR}/${name}.pid`;
   rmSync(pidFile, { force: true });
   sh(command.replaceAll("PIDFILE", pidFile));
+  // nbdkit's parent can exit before its server child has written the pid file.
+  sh(`for i in $(seq 1 100); do [ -s ${pidFile} ] && break; sleep 0.1; done`);
   return Number(readFileSync(pidFile, "utf8").trim());
 }
 

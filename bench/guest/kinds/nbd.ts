@@ -15,6 +15,8 @@ function startServer(): void {
   rmSync(PID_FILE, { force: true });
   // nbdkit forks once it listens, leaving its pid behind.
   must("nbdkit", ["-P", PID_FILE, "-U", NBD_SOCKET, "memory", `${NBD_EXPORT_MIB}M`]);
+  // Its parent can exit before the server child has written the pid file.
+  must("sh", ["-c", `for i in $(seq 1 100); do [ -s ${PID_FILE} ] && exit 0; sleep 0.1; done; exit 1`]);
   const pid = Number(readFileSync(PID_FILE, "utf8").trim());
   onTeardown(`nbdkit ${pid}`, () => {
     process.kill(pid, "SIGTERM");
