@@ -37,7 +37,8 @@ export const USAGE =
   "  --repeat=N     runs per job, the median is reported (default 3)\n" +
   "  --smoke        1 s, 1 repeat, no ramp, 4k randread qd64 on the 1-queue rows: checks it all still works\n" +
   "  --only=KINDS   comma-separated device kinds, each a ublk-ts target against the kernel's own:\n" +
-  "                 null (null_blk), loop (the loop driver), ram (brd), stripe (dm-stripe over loop)\n" +
+  "                 null (null_blk), loop (the loop driver), ram (brd), stripe (dm-stripe over loop),\n" +
+  "                 nbd (nbd-client against the same nbdkit export)\n" +
   "  --jobs=IDS     only these fio jobs: rr-qd1, rr-qd64, rw-qd64, seqr-128k, seqw-1m\n" +
   "  --queues=NS    only these queue counts (default 1,2)\n" +
   "  --peer [NAME=]PATH  also measure another ublk server's CLI (repeatable): ublksrv's `ublk`\n" +
@@ -186,6 +187,8 @@ export const BENCH_KINDS: readonly BenchKind[] = [
   { kind: "ram", reference: "brd", referencePerQueues: false, variants: [{ flags: ["-g"] }] },
   // Two tmpfs files, 64K chunks; the kernel's dm-stripe reaches the files through loop devices.
   { kind: "stripe", reference: "dm-stripe", referencePerQueues: false, variants: [{ flags: [] }] },
+  // Both against one nbdkit memory export over a Unix socket; ublk-ts -q N opens N connections.
+  { kind: "nbd", reference: "nbd (kernel)", referencePerQueues: false, variants: [{ flags: [] }] },
 ];
 
 export const DEVICE_KINDS: readonly DeviceKind[] = BENCH_KINDS.map((k) => k.kind);

@@ -50,6 +50,11 @@ const VALUE_OPTIONS: Record<string, string> = {
   "--slow_us": "slow_us",
   "--die_after": "die_after",
   "--seed": "seed",
+  "--host": "host",
+  "--port": "port",
+  "--socket": "socket",
+  "--export": "export",
+  "--connections": "connections",
 };
 
 const BOOL_KEYS: Record<string, string> = {
@@ -83,6 +88,7 @@ const FLAGS: Record<string, string> = {
   "--no_auto_part_scan": "no_auto_part_scan",
   "--auto_zc": "auto_zc",
   "--auto_zc_fallback": "auto_zc_fallback",
+  "--tls": "tls",
   "-h": "help",
   "--help": "help",
 };

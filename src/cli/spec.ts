@@ -22,6 +22,12 @@ const TARGET_OPTION_KEYS = [
   "conv_zones",
   "max_open",
   "max_active",
+  "host",
+  "port",
+  "socket",
+  "export",
+  "timeout",
+  "tls",
 ] as const;
 
 function sizeOpt(options: Record<string, string>, key: string): number | undefined {
@@ -160,16 +166,29 @@ export function specFromArgs(args: ParsedArgs): AddSpec {
   if (flags.has("no_auto_part_scan")) ublkFlags |= U.UBLK_F_NO_AUTO_PART_SCAN;
 
   const cpus = availableParallelism();
+  // nbd: one connection per queue, so --connections is the queue count (default 1, as nbd-client).
+  let queues =
+    options.queues === undefined
+      ? Math.min(2, cpus)
+      : intOption(options, "queues", 2, 1, U.UBLK_MAX_NR_QUEUES);
+  if (options.connections !== undefined && type !== "nbd")
+    throw new UsageError("--connections is for -t nbd");
+  if (type === "nbd") {
+    const conns = intOption(options, "connections", 1, 1, U.UBLK_MAX_NR_QUEUES);
+    if (options.queues !== undefined && options.connections !== undefined && conns !== queues)
+      throw new UsageError(
+        `nbd serves each queue on its own connection: -q ${queues} and --connections ${conns} differ`,
+      );
+    if (options.queues === undefined) queues = conns;
+    targetOptions.connections = String(queues);
+  }
   const maxIoBuf = sizeOpt(options, "max_io_buf_bytes") ?? 512 * 1024;
   return {
     target: type,
     targetOptions,
     devId: intOption(options, "number", -1, -1, 2 ** 20),
     // As the driver does, never more queues than CPUs by default.
-    queues:
-      options.queues === undefined
-        ? Math.min(2, cpus)
-        : intOption(options, "queues", 2, 1, U.UBLK_MAX_NR_QUEUES),
+    queues,
     depth: intOption(options, "depth", 128, 1, U.UBLK_MAX_QUEUE_DEPTH),
     maxIoBufBytes: maxIoBuf,
     flags: ublkFlags,

@@ -35,7 +35,7 @@ export const HOST_TOOLS: readonly HostTool[] = [
   { bin: "dpkg-deb", pkg: "dpkg", uses: ["vm", "test"] },
   { bin: "setpriv", pkg: "util-linux", uses: ["vm"], why: "kills qemu with its parent" },
   { bin: "bash", pkg: "bash", uses: ALL },
-  { bin: "sh", pkg: "dash", uses: ["vm", "test"] },
+  { bin: "sh", pkg: "dash", uses: ["vm", "test", "bench"] },
   // Filesystems, block devices and IO load.
   { bin: "fio", pkg: "fio", uses: RUN },
   { bin: "mkfs.ext4", pkg: "e2fsprogs", uses: RUN },
@@ -50,6 +50,17 @@ export const HOST_TOOLS: readonly HostTool[] = [
   { bin: "blkzone", pkg: "util-linux", uses: ["test"], why: "zone reports and resets of the zoned target" },
   { bin: "mkfs.f2fs", pkg: "f2fs-tools", uses: ["test"], why: "a zoned filesystem on the zoned target" },
   { bin: "grep", pkg: "grep", uses: ["test"] },
+  { bin: "seq", pkg: "coreutils", uses: ["test"] },
+  { bin: "ip", pkg: "iproute2", uses: ["test"], why: "loopback up for the NBD servers" },
+  // Network and image targets: real servers to talk to, and the kernel's own client to compare with.
+  {
+    bin: "nbdkit",
+    pkg: "nbdkit",
+    uses: ["test", "bench"],
+    why: "NBD server (memory, file; error, delay filters)",
+  },
+  { bin: "qemu-nbd", pkg: "qemu-utils", uses: ["test", "bench"] },
+  { bin: "nbd-client", pkg: "nbd-client", uses: ["bench"], why: "the kernel nbd driver's client" },
   {
     bin: "dmsetup",
     pkg: "dmsetup",

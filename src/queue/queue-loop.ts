@@ -119,7 +119,7 @@ export class QueueLoop<S = unknown> implements QueueContext<S> {
     private readonly cfg: QueueConfig,
     private readonly target: Target<S>,
     readonly state: S,
-    private readonly log: (msg: string) => void = (m) => process.stderr.write(`${m}\n`),
+    readonly log: (msg: string) => void = (m) => process.stderr.write(`${m}\n`),
   ) {
     this.devId = cfg.devId;
     this.qid = cfg.qid;

@@ -6,11 +6,14 @@ import { pathToFileURL } from "node:url";
 import { importModule } from "./import-module.js";
 import type { Target } from "./target.js";
 
-export const BUILTIN_TARGETS = ["null", "loop", "ram", "stripe", "fault_inject", "zoned"] as const;
+export const BUILTIN_TARGETS = ["null", "loop", "ram", "stripe", "fault_inject", "zoned", "nbd"] as const;
+
+/** Built-ins made of several modules live in a folder; the rest in one file named after them. */
+const BUILTIN_MODULES: Record<string, string> = { nbd: "./nbd/target.js" };
 
 export function targetModuleUrl(nameOrPath: string, cwd = process.cwd()): string {
   if ((BUILTIN_TARGETS as readonly string[]).includes(nameOrPath)) {
-    return new URL(`./${nameOrPath}.js`, import.meta.url).href;
+    return new URL(BUILTIN_MODULES[nameOrPath] ?? `./${nameOrPath}.js`, import.meta.url).href;
   }
   if (nameOrPath.startsWith("file:")) return nameOrPath;
   const looksLikePath = nameOrPath.includes("/") || /\.[cm]?[jt]s$/.test(nameOrPath);

@@ -64,6 +64,8 @@ export interface QueueContext<S = unknown> {
   readonly state: S;
   /** The queue's own io_uring, for targets that do their IO through it (no thread pool, no copy). */
   readonly ring: Ring;
+  /** Writes a line to the daemon's log (connection trouble, say); not for every request. */
+  readonly log: (message: string) => void;
   /** user_data for a target operation on `tag` (sub distinguishes several in flight, 0..127). */
   userData(tag: number, sub?: number): number;
 }

@@ -15,7 +15,7 @@ const ROOT = fileURLToPath(new URL("../../..", import.meta.url));
 
 /** Shell words that are not programs to install. */
 const SHELL_BUILTINS = new Set(
-  "cd echo exit export exec set unset read true false test [ printf command if then else elif fi do done while for until case esac in time wait trap kill shift return local eval . : { } ( ) !".split(
+  "cd echo exit export exec set unset read true false test [ printf command if then else elif fi do done while for until case esac in time wait trap kill shift return local eval break continue . : { } ( ) !".split(
     " ",
   ),
 );

@@ -2,6 +2,7 @@
 // GuestKind module here and its BenchKind entry in common.ts.
 import type { GuestKind } from "../device.js";
 import { loopKind, nullKind, ramKind } from "./basic.js";
+import { nbdKind } from "./nbd.js";
 import { stripeKind } from "./stripe.js";
 
 export const GUEST_KINDS: Record<string, GuestKind> = {
@@ -9,4 +10,5 @@ export const GUEST_KINDS: Record<string, GuestKind> = {
   loop: loopKind,
   ram: ramKind,
   stripe: stripeKind,
+  nbd: nbdKind,
 };
