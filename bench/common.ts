@@ -1,5 +1,6 @@
 // What the host side (run.ts), the guest side (guest.ts) and the report (report.ts) agree on: the
 // flags, the fio jobs, the device configurations and the shape of the results.
+import { UBLK_F_AUTO_BUF_REG, UBLK_F_SUPPORT_ZERO_COPY, UBLK_F_USER_COPY } from "../src/uapi/ublk_cmd.js";
 import { type Peer, type PeerSpecError, parsePeer, peerToArg } from "./peers.js";
 
 export interface BenchOptions {
@@ -167,20 +168,27 @@ export interface BenchKind {
   peers?: boolean;
 }
 
+/** User copy, zero copy and automatic buffer registration: rows only where the driver has them. */
+const NEWER_DATA_PATHS: Variant[] = [
+  { flags: ["-u"], needs: UBLK_F_USER_COPY },
+  { flags: ["-z"], needs: UBLK_F_SUPPORT_ZERO_COPY },
+  { flags: ["--auto_zc"], needs: UBLK_F_AUTO_BUF_REG },
+];
+
 /** Measured in this order. */
 export const BENCH_KINDS: readonly BenchKind[] = [
   {
     kind: "null",
     reference: "null_blk",
     referencePerQueues: true,
-    variants: [{ flags: [] }, { flags: ["-g"] }],
+    variants: [{ flags: [] }, { flags: ["-g"] }, ...NEWER_DATA_PATHS],
     peers: true,
   },
   {
     kind: "loop",
     reference: "loop (kernel)",
     referencePerQueues: false,
-    variants: [{ flags: [] }],
+    variants: [{ flags: [] }, ...NEWER_DATA_PATHS],
     peers: true,
   },
   // The ram target always runs with NEED_GET_DATA: -g says so in the label.
