@@ -5,7 +5,7 @@ import { isAbsolute, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import type { Target } from "./target.js";
 
-export const BUILTIN_TARGETS = ["null", "loop", "ram"] as const;
+export const BUILTIN_TARGETS = ["null", "loop", "ram", "qcow2"] as const;
 
 export function targetModuleUrl(nameOrPath: string, cwd = process.cwd()): string {
   if ((BUILTIN_TARGETS as readonly string[]).includes(nameOrPath)) {
