@@ -3,13 +3,16 @@ export const USAGE = `ublk-ts: Linux ublk block devices served by TypeScript
 
 usage: ublk <command> [options]
 
-  add -t null|loop|ram|./target.js [-n ID] [-q QUEUES] [-d DEPTH] [--foreground] [--quiet]
+  add -t null|loop|ram|qcow2|./target.js [-n ID] [-q QUEUES] [-d DEPTH] [--foreground] [--quiet]
       [-r 0|1] [-i 0|1] [-g 0|1] [--uring_comp 0|1] [target options] [FILE | -f FILE]
         create /dev/ublkbN and leave a daemon serving it; prints the device once it is LIVE
         defaults: -n -1 (first free id), -q 2 (at most one per CPU), -d 128
         null options:  --size SIZE (default 250G)
         loop options:  FILE or -f FILE (backing file or block device), --buffered_io
         ram options:   --size SIZE (required; memory is taken as it is written)
+        qcow2 options: FILE or -f FILE (a qcow2 image, version 2 or 3, from qemu-img create -f
+                       qcow2; clusters are allocated on first write and freed by discard; its
+                       backing files, qcow2 or raw, are read and never written)
         -r 1 user recovery, -i 1 reissue in-flight IO after recovery, -g 1 NEED_GET_DATA
         --supervise (with -r 1): restart a daemon that dies and recover the device automatically
         parameters: --logical_block_size N --physical_block_size N --io_opt N --io_min N
