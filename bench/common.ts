@@ -10,8 +10,10 @@ export interface BenchOptions {
   repeat: number;
   /** CI mode: 1 s, 1 repeat, no ramp, the qd64 randread job and the 1-queue rows only. */
   smoke: boolean;
-  /** Only one device kind: ublk-ts null/loop/ram and its kernel counterpart. */
-  only?: DeviceKind;
+  /** Only these device kinds: each ublk-ts target and its kernel counterpart. */
+  only?: DeviceKind[];
+  /** Kernel series of the VM (host side only; the guest measures whatever it runs on). */
+  kernel?: string;
 }
 
 /**
@@ -21,12 +23,13 @@ export interface BenchOptions {
 export const DEFAULT_RUNTIME_SEC = 10;
 
 export const USAGE =
-  "usage: npm run bench -- [--runtime=SEC] [--repeat=N] [--smoke] [--only=null|loop|ram]\n" +
+  "usage: npm run bench -- [--kernel=6.12|7.3] [--runtime=SEC] [--repeat=N] [--smoke] [--only=KIND[,KIND]]\n" +
+  "  --kernel=K     the VM's kernel series (default 6.12)\n" +
   `  --runtime=SEC  measured seconds per fio run (default ${DEFAULT_RUNTIME_SEC}, after a 2 s ramp: ~50 min; 5: ~30 min)\n` +
   "  --repeat=N     runs per job, the median is reported (default 3)\n" +
   "  --smoke        1 s, 1 repeat, no ramp, 4k randread qd64 on the 1-queue rows: checks it all still works\n" +
-  "  --only=WHICH   null (ublk-ts null vs null_blk), loop (ublk-ts loop vs the kernel loop driver)\n" +
-  "                 or ram (ublk-ts ram vs brd)";
+  "  --only=KINDS   comma-separated device kinds, each a ublk-ts target against the kernel's own:\n" +
+  "                 null (null_blk), loop (the loop driver), ram (brd)";
 
 export class BenchUsageError extends Error {}
 
@@ -50,7 +53,9 @@ export function parseOptions(argv: readonly string[]): BenchOptions {
       o.repeat = posInt(key, val, 99);
       repeatSet = true;
     } else if (key === "--smoke" && eq < 0) o.smoke = true;
-    else if (key === "--only" && (val === "null" || val === "loop" || val === "ram")) o.only = val;
+    else if (key === "--only" && val.split(",").every((k) => BENCH_KINDS.some((b) => b.kind === k)))
+      o.only = val.split(",");
+    else if (key === "--kernel" && val) o.kernel = val;
     else if (key === "--help" || key === "-h") throw new BenchUsageError("");
     else throw new BenchUsageError(`unknown or malformed argument: ${arg}`);
   }
@@ -65,8 +70,9 @@ export function parseOptions(argv: readonly string[]): BenchOptions {
 
 /** The same options as command-line flags (host -> guest). */
 export function optionsToArgs(o: BenchOptions): string[] {
-  if (o.smoke) return ["--smoke", ...(o.only ? [`--only=${o.only}`] : [])];
-  return [`--runtime=${o.runtimeSec}`, `--repeat=${o.repeat}`, ...(o.only ? [`--only=${o.only}`] : [])];
+  const only = o.only ? [`--only=${o.only.join(",")}`] : [];
+  if (o.smoke) return ["--smoke", ...only];
+  return [`--runtime=${o.runtimeSec}`, `--repeat=${o.repeat}`, ...only];
 }
 
 export interface FioJobSpec {
@@ -87,18 +93,50 @@ export const JOBS: readonly FioJobSpec[] = [
 
 export const SMOKE_JOB = "4k randread qd64";
 
-export type DeviceKind = "null" | "loop" | "ram";
-export const DEVICE_KINDS: readonly DeviceKind[] = ["null", "loop", "ram"];
+export type DeviceKind = string;
 export type Impl = "ublk-ts" | "kernel";
+
+/** A ublk-ts variant: extra `ublk add` flags, and the UBLK_F_* bits the driver must offer for it. */
+export interface Variant {
+  flags: string[];
+  needs?: number;
+}
+
+/** One device kind: a ublk-ts target measured against the kernel's own driver for the same job. */
+export interface BenchKind {
+  kind: DeviceKind;
+  /** Label of the kernel driver it is compared with. */
+  reference: string;
+  /** The reference takes the queue count too (null_blk); otherwise it runs once, with one queue. */
+  referencePerQueues: boolean;
+  variants: Variant[];
+}
+
+/** Measured in this order. */
+export const BENCH_KINDS: readonly BenchKind[] = [
+  {
+    kind: "null",
+    reference: "null_blk",
+    referencePerQueues: true,
+    variants: [{ flags: [] }, { flags: ["-g"] }],
+  },
+  { kind: "loop", reference: "loop (kernel)", referencePerQueues: false, variants: [{ flags: [] }] },
+  // The ram target always runs with NEED_GET_DATA: -g says so in the label.
+  { kind: "ram", reference: "brd", referencePerQueues: false, variants: [{ flags: ["-g"] }] },
+];
+
+export const DEVICE_KINDS: readonly DeviceKind[] = BENCH_KINDS.map((k) => k.kind);
 
 /** One device set up once, then every job run against it. */
 export interface DeviceConfig {
   kind: DeviceKind;
   impl: Impl;
-  /** ublk-ts: -q; null_blk: submit_queues; the kernel loop driver always has 1. */
+  /** ublk-ts: -q; null_blk: submit_queues; other kernel references have 1. */
   queues: number;
-  /** ublk-ts -g (NEED_GET_DATA; the ram target always runs with it). */
-  getData: boolean;
+  /** ublk-ts: extra `ublk add` flags (-g, -u, -z...). */
+  flags: string[];
+  /** UBLK_F_* the driver must offer; the guest skips the device otherwise. */
+  needs?: number;
 }
 
 export const NULL_SIZE_MIB = 1024;
@@ -111,20 +149,15 @@ export const QUEUE_DEPTH = 128;
 export function deviceConfigs(o: BenchOptions): DeviceConfig[] {
   const queueCounts = o.smoke ? [1] : [1, 2];
   const out: DeviceConfig[] = [];
-  if (o.only === undefined || o.only === "null") {
+  for (const k of BENCH_KINDS) {
+    if (o.only && !o.only.includes(k.kind)) continue;
+    const refQueues = k.referencePerQueues ? queueCounts : [1];
     for (const q of queueCounts) {
-      out.push({ kind: "null", impl: "kernel", queues: q, getData: false });
-      out.push({ kind: "null", impl: "ublk-ts", queues: q, getData: false });
-      out.push({ kind: "null", impl: "ublk-ts", queues: q, getData: true });
+      if (refQueues.includes(q)) out.push({ kind: k.kind, impl: "kernel", queues: q, flags: [] });
+      for (const v of k.variants) {
+        out.push({ kind: k.kind, impl: "ublk-ts", queues: q, flags: v.flags, needs: v.needs });
+      }
     }
-  }
-  if (o.only === undefined || o.only === "loop") {
-    out.push({ kind: "loop", impl: "kernel", queues: 1, getData: false });
-    for (const q of queueCounts) out.push({ kind: "loop", impl: "ublk-ts", queues: q, getData: false });
-  }
-  if (o.only === undefined || o.only === "ram") {
-    out.push({ kind: "ram", impl: "kernel", queues: 1, getData: false });
-    for (const q of queueCounts) out.push({ kind: "ram", impl: "ublk-ts", queues: q, getData: true });
   }
   return out;
 }
@@ -153,13 +186,13 @@ export function estimateSeconds(o: BenchOptions): number {
   );
 }
 
-export function deviceLabel(c: DeviceConfig): string {
+export function deviceLabel(c: { kind: DeviceKind; impl: Impl }): string {
   if (c.impl === "ublk-ts") return `ublk-ts ${c.kind}`;
-  return c.kind === "null" ? "null_blk" : c.kind === "loop" ? "loop (kernel)" : "brd";
+  return BENCH_KINDS.find((k) => k.kind === c.kind)?.reference ?? `${c.kind} (kernel)`;
 }
 
-export function variantLabel(c: { queues: number; getData: boolean }): string {
-  return `q${c.queues}${c.getData ? " -g" : ""}`;
+export function variantLabel(c: { queues: number; flags: readonly string[] }): string {
+  return [`q${c.queues}`, ...c.flags].join(" ");
 }
 
 /** One fio run. Latencies are fio's completion latency (clat) percentiles. */
@@ -185,7 +218,7 @@ export interface Row {
   impl: Impl;
   device: string;
   queues: number;
-  getData: boolean;
+  flags: string[];
   job: string;
   /** The block device measured. */
   dev?: string;
@@ -229,6 +262,8 @@ export interface BenchResult {
   };
   machine: Machine;
   rows: Row[];
+  /** Devices the driver could not run (a variant whose feature it lacks), with why. */
+  skipped?: string[];
   errors: string[];
   ok: boolean;
   /** Wall time of the guest part, seconds. */

@@ -1,6 +1,6 @@
 // Turns a BenchResult into the console table, the Markdown report and the SVG bar chart of the
 // ublk-ts/kernel IOPS ratios. Pure functions of the result: no I/O here.
-import { type BenchResult, DEVICE_KINDS, JOBS, type Row, variantLabel } from "./common.js";
+import { BENCH_KINDS, type BenchResult, DEVICE_KINDS, JOBS, type Row, variantLabel } from "./common.js";
 
 export interface Ratio {
   ratio: number;
@@ -24,16 +24,18 @@ export function ratioFor(rows: readonly Row[], r: Row): Ratio | undefined {
   return { ratio: r.iops / k.iops, vs: `${k.device} ${variantLabel(k)}` };
 }
 
+const kindOf = (r: Row) => BENCH_KINDS.find((k) => k.kind === r.kind);
+
 /** Rows grouped for reading: device kind, then job, then the kernel row before its ublk-ts rows. */
 export function orderedRows(rows: readonly Row[]): Row[] {
   const jobIndex = (j: string) => JOBS.findIndex((x) => x.name === j);
   const key = (r: Row) => [
     DEVICE_KINDS.indexOf(r.kind),
     jobIndex(r.job),
-    r.kind === "null" ? r.queues : 0, // null_blk has one row per queue count; kernel loop and brd one
+    kindOf(r)?.referencePerQueues ? r.queues : 0, // null_blk has a row per queue count; others one
     r.impl === "kernel" ? 0 : 1,
     r.queues,
-    r.getData ? 1 : 0,
+    kindOf(r)?.variants.findIndex((v) => v.flags.join(" ") === r.flags.join(" ")) ?? 0,
   ];
   return [...rows].sort((a, b) => {
     const ka = key(a);

@@ -1,13 +1,14 @@
 // `npm run bench`: ublk-ts against the kernel's null_blk and loop drivers, measured with fio in one
 // VM boot (or directly, as root on a kernel with ublk). The guest side is guest.js; this side picks
-// its one-line JSON result out of the streamed output and writes bench/results/latest.{json,md,svg}
+// its one-line JSON result out of the streamed output and writes bench/results/latest-<kernel>.{json,md,svg}
 // (smoke.* for --smoke, so a CI check never overwrites a real measurement).
 import { spawn } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
-import { cpus } from "node:os";
+import { cpus, release } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { runInVm } from "../src/vm/index.js";
+import { DEFAULT_KERNEL, parseKernelId } from "../src/vm/kernels.js";
 import {
   type BenchOptions,
   type BenchResult,
@@ -86,6 +87,7 @@ async function main(argv: string[]): Promise<number> {
     throw e;
   }
   const direct = existsSync("/dev/ublk-control") && process.getuid?.() === 0;
+  const kernel = parseKernelId(o.kernel ?? DEFAULT_KERNEL);
   const where = direct ? "host (no VM)" : "qemu TCG VM";
   const est = estimateSeconds(o);
   const devices = deviceConfigs(o).length;
@@ -102,6 +104,7 @@ async function main(argv: string[]): Promise<number> {
   else {
     const r = await runInVm({
       command,
+      kernel,
       cwd: ROOT,
       cpus: VM_CPUS,
       // Generous: a loaded machine slows TCG a lot; a hung guest still ends.
@@ -122,7 +125,9 @@ async function main(argv: string[]): Promise<number> {
   res.machine.hostCpus = cpus().length;
   res.wallSec = wall;
   mkdirSync(RESULTS, { recursive: true });
-  const base = join(RESULTS, o.smoke ? "smoke" : "latest");
+  // One report per kernel series; a run straight on a ublk host is filed under its own series.
+  const series = direct ? release().split(".").slice(0, 2).join(".") : kernel;
+  const base = join(RESULTS, `${o.smoke ? "smoke" : "latest"}-${series}`);
   writeAtomic(`${base}.json`, `${JSON.stringify(res, null, 2)}\n`);
   writeAtomic(`${base}.md`, markdown(res));
   writeAtomic(`${base}.svg`, svg(res));

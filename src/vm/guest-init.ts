@@ -79,6 +79,8 @@ M=$M/modules
 { mkdir -p "$M" && mount -o bind /lib/modules "$M"; } ||
   say "no module tree in the chroot"
 hostname ublk-vm
+# Loopback only: network targets and their test servers talk over 127.0.0.1.
+ip link set lo up 2>/dev/null || ifconfig lo 127.0.0.1 up || say "cannot bring up lo"
 say "chroot ready"
 
 # Output goes through a pipe, not straight to the file: "echo >/dev/stderr" would truncate a file.

@@ -1,5 +1,14 @@
 import { createHash } from "node:crypto";
-import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync } from "node:fs";
+import {
+  chmodSync,
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  symlinkSync,
+} from "node:fs";
 import { writeFile } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import { run, shq, which } from "./exec.js";
@@ -23,9 +32,10 @@ export const GUEST_MODULES = [
 /**
  * Packed but loaded on demand (mount autoloads them via the kernel's modprobe, or modprobe them):
  * under TCG inserting ext4 takes ~1.5 s and xfs ~3 s against a ~6 s boot. Kernel arg
- * ublkvm.load=ext4,xfs loads them at boot.
+ * ublkvm.load=ext4,xfs loads them at boot. btrfs and f2fs mount zoned devices; dm_mod serves
+ * dmsetup (dm-stripe, the kernel's own striping).
  */
-export const ON_DEMAND_MODULES = ["ext4", "xfs"];
+export const ON_DEMAND_MODULES = ["ext4", "xfs", "btrfs", "f2fs", "dm_mod"];
 
 /** Bump when the layout changes in a way the hash below does not see. */
 const FORMAT = 1;
@@ -95,10 +105,20 @@ export function resolveModules(modDir: string, wanted: string[]): { name: string
 }
 
 /** Builds a newc cpio (uncompressed: TCG is slow at inflating) with busybox, /init and the modules. */
-export async function buildInitramfs(root: string, kver: string, out: string): Promise<void> {
-  const modDir = join(root, "lib/modules", kver);
-  // Debian's kernel .deb ships no modules.dep (postinst runs depmod); make our own.
-  if (!existsSync(join(modDir, "modules.dep"))) await run("depmod", ["-b", root, kver]);
+export async function buildInitramfs(modDir: string, kver: string, out: string): Promise<void> {
+  // Debian's kernel .debs ship no modules.dep (postinst runs depmod); make our own. depmod wants
+  // <base>/lib/modules/<kver>, so point it at a scratch base whose lib/modules links to the tree.
+  if (!existsSync(join(modDir, "modules.dep"))) {
+    const base = `${out}.depmod`;
+    rmSync(base, { recursive: true, force: true });
+    mkdirSync(join(base, "lib/modules"), { recursive: true });
+    symlinkSync(modDir, join(base, "lib/modules", kver));
+    try {
+      await run("depmod", ["-b", base, kver]);
+    } finally {
+      rmSync(base, { recursive: true, force: true });
+    }
+  }
   const boot = resolveModules(modDir, GUEST_MODULES);
   const bootNames = new Set(boot.map((m) => m.name));
   const mods = [...boot, ...resolveModules(modDir, ON_DEMAND_MODULES).filter((m) => !bootNames.has(m.name))];

@@ -3,7 +3,6 @@ import {
   existsSync,
   mkdirSync,
   openSync,
-  readdirSync,
   readFileSync,
   readSync,
   renameSync,
@@ -13,25 +12,27 @@ import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { run, which } from "./exec.js";
 import { buildInitramfs, initramfsKey } from "./initramfs.js";
+import { DEFAULT_KERNEL, fetchKernelTree, type KernelId, locateTree } from "./kernels.js";
 import { extractVmlinux } from "./vmlinux.js";
 
 export interface VmAssets {
   kernel: string;
   initramfs: string;
   kernelVersion: string;
+  series: KernelId;
 }
 
 interface Manifest extends VmAssets {
-  package: string;
+  packages: string[];
   packageVersion: string;
-  /** Extracted kernel package (boot/, lib/modules/). */
+  /** Extracted kernel packages (boot/ or usr/lib/modules/). */
   root: string;
   /** Changes with anything derived from the package; a mismatch rebuilds kernel image and initramfs. */
   key: string;
 }
 
 /** Bump when derived assets change in a way initramfsKey() does not see. */
-const ASSETS_FORMAT = 2;
+const ASSETS_FORMAT = 3;
 const assetsKey = () => `${ASSETS_FORMAT}:${initramfsKey()}`;
 
 /** Host tools the VM needs, by the Debian package providing them. */
@@ -45,10 +46,6 @@ const HOST_PACKAGES: { pkg: string; bin: string }[] = [
   // unpacks vmlinux from the zstd bzImage so qemu can boot it directly (PVH)
   { pkg: "zstd", bin: "zstd" },
 ];
-
-const KERNEL_RE = /^linux-image-6\.12\.(\d+)\+deb12-amd64-unsigned$/;
-/** The same for apt's POSIX regex, which has no \d; excludes the -rt- and -cloud- flavours. */
-const KERNEL_APT_RE = "^linux-image-6\\.12\\.[0-9]+\\+deb12-amd64-unsigned$";
 
 export function cacheDir(): string {
   return process.env.UBLK_TS_VM_CACHE || "/var/cache/ublk-ts/vm";
@@ -96,51 +93,6 @@ async function ensureHostPackages(): Promise<void> {
   }
 }
 
-async function findKernelPackage(): Promise<string> {
-  const search = async () =>
-    (await run("apt-cache", ["search", "--names-only", KERNEL_APT_RE])).stdout
-      .split("\n")
-      .map((l) => l.split(" ")[0])
-      .filter((n) => KERNEL_RE.test(n));
-  let names = await search();
-  if (names.length === 0) {
-    log("no 6.12 kernel package known to apt; apt-get update");
-    await run("apt-get", ["update"], { passthrough: true });
-    names = await search();
-  }
-  if (names.length === 0) throw new Error("no package matches linux-image-6.12.*+deb12-amd64-unsigned");
-  const patch = (n: string) => Number(KERNEL_RE.exec(n)![1]);
-  return names.sort((a, b) => patch(a) - patch(b)).at(-1)!;
-}
-
-/** Downloads and unpacks the kernel package; returns the extracted tree and versions. */
-async function fetchKernel(dir: string): Promise<Omit<Manifest, "kernel" | "initramfs" | "key">> {
-  const pkg = await findKernelPackage();
-  const dl = join(dir, "download");
-  rmSync(dl, { recursive: true, force: true });
-  mkdirSync(dl, { recursive: true });
-  log(`apt-get download ${pkg} (into ${dl})`);
-  // As root apt drops to user _apt, who cannot write our cache dir; it would warn and carry on.
-  const asRoot = process.getuid?.() === 0 ? ["-o", "APT::Sandbox::User=root"] : [];
-  await run("apt-get", [...asRoot, "download", pkg], { cwd: dl, passthrough: true });
-  const deb = readdirSync(dl).find((f) => f.startsWith(`${pkg}_`) && f.endsWith(".deb"));
-  if (!deb) throw new Error(`apt-get download ${pkg} produced no .deb in ${dl}`);
-  const packageVersion = (await run("dpkg-deb", ["-f", join(dl, deb), "Version"])).stdout.trim();
-  const tmp = join(dl, "root");
-  log(`dpkg-deb -x ${deb}`);
-  await run("dpkg-deb", ["-x", join(dl, deb), tmp]);
-  const kernelVersion = readdirSync(join(tmp, "lib/modules"))[0];
-  if (!kernelVersion) throw new Error(`${deb} has no lib/modules/<version>`);
-  const root = join(dir, `linux-${kernelVersion}`);
-  rmSync(root, { recursive: true, force: true });
-  renameSync(tmp, root);
-  rmSync(dl, { recursive: true, force: true });
-  if (!existsSync(join(root, "boot", `vmlinuz-${kernelVersion}`))) {
-    throw new Error(`${deb} has no boot/vmlinuz-${kernelVersion}`);
-  }
-  return { package: pkg, packageVersion, kernelVersion, root };
-}
-
 /** Serializes provisioning between processes: a lock directory holding the owner's pid. */
 async function withLock<T>(dir: string, fn: () => Promise<T>): Promise<T> {
   const lock = join(dir, ".lock");
@@ -184,12 +136,12 @@ function readManifest(path: string): Manifest | undefined {
 }
 
 /**
- * Makes sure the host tools, the kernel and the initramfs exist; cheap when all are cached.
- * Set UBLK_TS_VM_REFRESH=1 to look for a newer kernel package.
+ * Makes sure the host tools, the kernel and its initramfs exist; cheap when all are cached. Each
+ * kernel series has its own directory under the cache. UBLK_TS_VM_REFRESH=1 looks for a newer build.
  */
-export async function ensureVmAssets(): Promise<VmAssets> {
+export async function ensureVmAssets(id: KernelId = DEFAULT_KERNEL): Promise<VmAssets> {
   await ensureHostPackages();
-  const dir = cacheDir();
+  const dir = join(cacheDir(), id);
   const manifestPath = join(dir, "manifest.json");
   // A plain boolean, not a type guard: false must not narrow a manifest away.
   const valid = (m: Manifest | undefined): boolean =>
@@ -205,19 +157,21 @@ export async function ensureVmAssets(): Promise<VmAssets> {
     const old = readManifest(manifestPath);
     if (old && valid(old)) return pick(old); // another process finished meanwhile
     const reuse = old && existsSync(old.root) && !process.env.UBLK_TS_VM_REFRESH;
-    const k = reuse ? old : await fetchKernel(dir);
-    const vmlinuz = join(k.root, "boot", `vmlinuz-${k.kernelVersion}`);
-    const vmlinux = join(k.root, "boot", `vmlinux-${k.kernelVersion}`);
-    const pvh = existsSync(vmlinux) || extractVmlinux(vmlinuz, vmlinux);
+    const k = reuse
+      ? { ...locateTree(old.root), packageVersion: old.packageVersion, packages: old.packages }
+      : await fetchKernelTree(id, dir, log);
+    const vmlinux = join(dir, `vmlinux-${k.kernelVersion}`);
+    const pvh = existsSync(vmlinux) || extractVmlinux(k.vmlinuz, vmlinux);
     if (!pvh) log("no PVH vmlinux could be unpacked; booting the bzImage (about 2 s slower)");
     const initramfs = join(dir, `initramfs-${k.kernelVersion}.cpio`);
     log(`building ${initramfs}`);
-    await buildInitramfs(k.root, k.kernelVersion, initramfs);
+    await buildInitramfs(k.modDir, k.kernelVersion, initramfs);
     const m: Manifest = {
-      package: k.package,
+      series: id,
+      packages: k.packages,
       packageVersion: k.packageVersion,
       kernelVersion: k.kernelVersion,
-      kernel: pvh ? vmlinux : vmlinuz,
+      kernel: pvh ? vmlinux : k.vmlinuz,
       root: k.root,
       initramfs,
       key: assetsKey(),
@@ -225,15 +179,16 @@ export async function ensureVmAssets(): Promise<VmAssets> {
     await writeFile(`${manifestPath}.tmp`, `${JSON.stringify(m, null, 2)}\n`);
     renameSync(`${manifestPath}.tmp`, manifestPath);
     if (old && old.root !== m.root) {
-      // a newer kernel replaced it; drop the stale tree and image
+      // a newer kernel replaced it; drop the stale tree and images
       rmSync(old.root, { recursive: true, force: true });
       rmSync(old.initramfs, { force: true });
+      if (old.kernel !== m.kernel) rmSync(old.kernel, { force: true });
     }
-    log(`VM assets ready: ${m.package} ${m.packageVersion}`);
+    log(`VM assets ready: Linux ${m.kernelVersion} (${m.packages.join(" ")} ${m.packageVersion})`);
     return pick(m);
   });
 }
 
 function pick(m: Manifest): VmAssets {
-  return { kernel: m.kernel, initramfs: m.initramfs, kernelVersion: m.kernelVersion };
+  return { kernel: m.kernel, initramfs: m.initramfs, kernelVersion: m.kernelVersion, series: m.series };
 }

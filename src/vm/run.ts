@@ -16,11 +16,14 @@ import {
 import { join } from "node:path";
 import { StringDecoder } from "node:string_decoder";
 import { shq, which } from "./exec.js";
+import type { KernelId } from "./kernels.js";
 import { cacheDir, ensureVmAssets, type VmAssets } from "./provision.js";
 
 export interface RunInVmOptions {
   /** Shell command line, run with bash (or sh) -c inside the guest. */
   command: string;
+  /** Which kernel series to boot (default 6.12). */
+  kernel?: KernelId;
   /** Host directory to run in (default process.cwd()); under /tmp or /run it is bound into the guest's tmpfs. */
   cwd?: string;
   /** Added to a minimal environment (PATH, HOME, LANG...). */
@@ -44,6 +47,8 @@ export interface RunInVmOptions {
 export interface RunInVmResult {
   /** Exit status; 124 on timeout, -1 if the guest died while the command ran. */
   status: number;
+  /** uname -r of the kernel that ran it. */
+  kernelVersion: string;
   output: string;
   boots: number;
   timedOut: boolean;
@@ -246,7 +251,7 @@ function removeOrphanRuns(runs: string): void {
  * Env: UBLK_TS_VM_CACHE (assets and run dirs), UBLK_TS_VM_KEEP=1 (keep run dirs for debugging).
  */
 export async function runInVm(opts: RunInVmOptions): Promise<RunInVmResult> {
-  const assets = await ensureVmAssets();
+  const assets = await ensureVmAssets(opts.kernel);
   const runs = join(cacheDir(), "runs");
   if (/^\/(tmp|run)(\/|$)/.test(runs) || /\s/.test(runs)) {
     throw new Error(`VM cache ${cacheDir()} must not contain spaces or lie under /tmp or /run`);
@@ -262,6 +267,7 @@ export async function runInVm(opts: RunInVmOptions): Promise<RunInVmResult> {
     // pyenv/nvm setup there can stall every `bash -c` (a stale pyenv rehash lock cost ~60 s each).
     HOME: "/run/ublk-vm-home",
     USER: "root",
+    UBLK_TS_VM_KERNEL: assets.series,
     LANG: "C.UTF-8",
     TERM: "dumb",
     ...opts.env,
@@ -284,14 +290,16 @@ export async function runInVm(opts: RunInVmOptions): Promise<RunInVmResult> {
       if (existsSync(consoleLog)) copyFileSync(consoleLog, lastLog);
       if (r.timedOut) {
         note(`\n[vm] timed out after ${Math.round(timeoutMs / 1000)} s\n`);
-        return { status: 124, output: out.text, boots, timedOut: true };
+        return { status: 124, output: out.text, boots, timedOut: true, kernelVersion: assets.kernelVersion };
       }
       if (r.started) {
         const st = existsSync(join(dir, "status")) ? readFileSync(join(dir, "status"), "utf8") : "";
         const status = Number.parseInt(st, 10);
-        if (Number.isInteger(status)) return { status, output: out.text, boots, timedOut: false };
+        if (Number.isInteger(status)) {
+          return { status, output: out.text, boots, timedOut: false, kernelVersion: assets.kernelVersion };
+        }
         note(`\n[vm] the guest died while the command ran; console tail:\n${tailOf(consoleLog)}\n`);
-        return { status: -1, output: out.text, boots, timedOut: false };
+        return { status: -1, output: out.text, boots, timedOut: false, kernelVersion: assets.kernelVersion };
       }
       const reason = r.error ?? crashLine(consoleLog) ?? `guest stopped early (qemu exit ${r.exitCode})`;
       if (boots >= tries) {

@@ -2,12 +2,12 @@
 // and running a C program that prints every layout and constant the TS module declares.
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
 import * as uapi from "../../src/uapi/ublk_cmd.js";
-import { ensureUapiHeader } from "../support/uapi-header.js";
+import { ensureUapiHeader, headerText } from "../support/uapi-header.js";
 
 type Layout = { size: number; fields: Record<string, { offset: number; size: number }> };
 
@@ -50,9 +50,9 @@ function cProgram(): string {
   return lines.join("\n");
 }
 
-test("uapi layouts and constants match the Linux 6.12 header", () => {
+test("uapi layouts and constants match the Linux 6.12 header", async () => {
   requireCc();
-  const inc = ensureUapiHeader();
+  const inc = await ensureUapiHeader("6.12");
   const dir = mkdtempSync(join(tmpdir(), "ublk-uapi-"));
   try {
     writeFileSync(join(dir, "probe.c"), cProgram());
@@ -91,8 +91,8 @@ test("uapi layouts and constants match the Linux 6.12 header", () => {
   }
 });
 
-test("every plain UBLK* macro in the header is exported", () => {
-  const text = readFileSync(join(ensureUapiHeader(), "linux", "ublk_cmd.h"), "utf8");
+test("every plain UBLK* macro in the header is exported", async () => {
+  const text = await headerText("6.12");
   const macros = [...text.matchAll(/^[ \t]*#[ \t]*define[ \t]+(UBLK\w*)(\()?/gm)]
     .filter((m) => m[2] === undefined) // function-like macros are not constants
     .map((m) => m[1]!);
@@ -101,8 +101,8 @@ test("every plain UBLK* macro in the header is exported", () => {
   assert.deepEqual(missing, [], "header macros not exported by src/uapi/ublk_cmd.ts");
 });
 
-test("every struct of the header has a layout", () => {
-  const text = readFileSync(join(ensureUapiHeader(), "linux", "ublk_cmd.h"), "utf8");
+test("every struct of the header has a layout", async () => {
+  const text = await headerText("6.12");
   const structs = [...text.matchAll(/^struct\s+(\w+)\s*\{/gm)].map((m) => m[1]!);
   assert.deepEqual(structs.sort(), layouts.map(([s]) => s).sort());
 });

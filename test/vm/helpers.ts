@@ -3,6 +3,7 @@
 import { type SpawnSyncReturns, spawnSync } from "node:child_process";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
+import { featureNames } from "../../src/uapi/ublk_cmd.js";
 
 export const CLI = fileURLToPath(new URL("../../src/cli/main.js", import.meta.url));
 
@@ -11,6 +12,34 @@ export const skipReason: string | false = !existsSync("/dev/ublk-control")
   : process.getuid?.() !== 0
     ? "needs root"
     : false;
+
+/** The loaded driver's GET_FEATURES mask (0 outside the VM), read once per test file. */
+export const driverFeatures: bigint = (() => {
+  if (skipReason) return 0n;
+  const r = spawnSync(process.execPath, [CLI, "features"], { encoding: "utf8", timeout: 60_000 });
+  const m = /^ublk_drv features: (0x[0-9a-f]+)/m.exec(r.stdout ?? "");
+  if (!m) throw new Error(`ublk features printed no mask: ${r.stdout}${r.stderr}`);
+  return BigInt(m[1]);
+})();
+
+/**
+ * Skip reason for a test that needs driver features (UBLK_F_* bits): false when the driver has them
+ * all. Tests choose by GET_FEATURES, as ublk-ts itself does, never by kernel version.
+ */
+export function needs(...flags: number[]): string | false {
+  if (skipReason) return skipReason;
+  const missing = flags.filter((f) => (driverFeatures & BigInt(f)) === 0n);
+  if (missing.length === 0) return false;
+  return `the driver lacks ${featureNames(missing.reduce((a, f) => a | BigInt(f), 0n)).join(", ")}`;
+}
+
+/** The opposite: for tests of the refusal a driver without the feature must give. */
+export function hasAny(...flags: number[]): string | false {
+  if (skipReason) return skipReason;
+  const present = flags.filter((f) => (driverFeatures & BigInt(f)) !== 0n);
+  if (present.length === 0) return false;
+  return `the driver has ${featureNames(present.reduce((a, f) => a | BigInt(f), 0n)).join(", ")}`;
+}
 
 export interface Run {
   code: number;

@@ -1,0 +1,10 @@
+// Every device kind the guest can measure, by the name common.ts gives it. A new kind adds its
+// GuestKind module here and its BenchKind entry in common.ts.
+import type { GuestKind } from "../device.js";
+import { loopKind, nullKind, ramKind } from "./basic.js";
+
+export const GUEST_KINDS: Record<string, GuestKind> = {
+  null: nullKind,
+  loop: loopKind,
+  ram: ramKind,
+};
