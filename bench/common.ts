@@ -123,6 +123,8 @@ export const BENCH_KINDS: readonly BenchKind[] = [
   { kind: "loop", reference: "loop (kernel)", referencePerQueues: false, variants: [{ flags: [] }] },
   // The ram target always runs with NEED_GET_DATA: -g says so in the label.
   { kind: "ram", reference: "brd", referencePerQueues: false, variants: [{ flags: ["-g"] }] },
+  // QEMU's qcow2 driver on the same image: qemu-nbd serving the kernel's nbd driver.
+  { kind: "qcow2", reference: "qemu-nbd+nbd", referencePerQueues: false, variants: [{ flags: [] }] },
 ];
 
 export const DEVICE_KINDS: readonly DeviceKind[] = BENCH_KINDS.map((k) => k.kind);
@@ -144,6 +146,8 @@ export const LOOP_FILE_MIB = 512;
 /** ublk-ts ram --size and brd rd_size: written in full by the write jobs, so guest RAM must hold it. */
 export const RAM_DISK_MIB = 512;
 export const QUEUE_DEPTH = 128;
+/** The qcow2 image both ublk-ts and qemu-nbd serve (preallocated on the guest's tmpfs). */
+export const QCOW2_IMAGE_MIB = 256;
 
 /** Devices in the order they are measured: each ublk-ts row right after its kernel reference. */
 export function deviceConfigs(o: BenchOptions): DeviceConfig[] {

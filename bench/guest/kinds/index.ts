@@ -2,9 +2,11 @@
 // GuestKind module here and its BenchKind entry in common.ts.
 import type { GuestKind } from "../device.js";
 import { loopKind, nullKind, ramKind } from "./basic.js";
+import { qcow2Kind } from "./qcow2.js";
 
 export const GUEST_KINDS: Record<string, GuestKind> = {
   null: nullKind,
   loop: loopKind,
   ram: ramKind,
+  qcow2: qcow2Kind,
 };
