@@ -17,14 +17,17 @@ const BUF = 1024 * 1024;
 
 export class Qcow2Harness {
   readonly setup: TargetSetup<unknown>;
+  private readonly owner: boolean;
   private readonly ring = new Ring({ entries: 64 });
   private readonly ctx: QueueContext<unknown>;
   private readonly mem = native.allocBuffer(BUF);
   private readonly buffer = new Uint8Array(this.mem);
   private readonly address = native.bufferAddress(this.mem);
 
-  constructor(file: string) {
-    this.setup = qcow2.open({ file }) as TargetSetup<unknown>;
+  /** Opens `file`, or joins a setup another thread opened (its state as a structured clone). */
+  constructor(file: string, shared?: TargetSetup<unknown>) {
+    this.owner = shared === undefined;
+    this.setup = shared ?? (qcow2.open({ file }) as TargetSetup<unknown>);
     this.ctx = {
       devId: 0,
       qid: 0,
@@ -107,6 +110,6 @@ export class Qcow2Harness {
 
   close(): void {
     this.ring.close();
-    qcow2.close?.(this.setup as never);
+    if (this.owner) qcow2.close?.(this.setup as never);
   }
 }
