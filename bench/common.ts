@@ -29,7 +29,7 @@ export const USAGE =
   "  --repeat=N     runs per job, the median is reported (default 3)\n" +
   "  --smoke        1 s, 1 repeat, no ramp, 4k randread qd64 on the 1-queue rows: checks it all still works\n" +
   "  --only=KINDS   comma-separated device kinds, each a ublk-ts target against the kernel's own:\n" +
-  "                 null (null_blk), loop (the loop driver), ram (brd)";
+  "                 null (null_blk), loop (the loop driver), ram (brd), qcow2 (qemu-nbd + the nbd driver)";
 
 export class BenchUsageError extends Error {}
 
