@@ -93,23 +93,38 @@ for (const compat of ["1.1", "0.10"]) {
   });
 }
 
-test("small clusters and 8-bit refcounts: new refcount blocks are allocated as the file grows", {
-  skip,
-}, () => {
-  const img = join(dir, "small.qcow2");
-  must("qemu-img", "create", "-q", "-f", "qcow2", "-o", "cluster_size=1024,refcount_bits=8", img, "8M");
-  const mirror = Buffer.alloc(8 * MiB);
-  const h = new Qcow2Harness(img);
-  try {
-    randomWrites(h, mirror, 200, 11);
-  } finally {
-    h.close();
-  }
-  checkClean(img);
-  const raw = join(dir, "small.raw");
-  writeFileSync(raw, mirror);
-  must("qemu-img", "compare", "-f", "qcow2", "-F", "raw", img, raw);
-});
+for (const bits of [1, 8, 64]) {
+  test(`small clusters and ${bits}-bit refcounts: new refcount blocks are allocated as the file grows`, {
+    skip,
+  }, () => {
+    const img = join(dir, `small-${bits}.qcow2`);
+    must(
+      "qemu-img",
+      "create",
+      "-q",
+      "-f",
+      "qcow2",
+      "-o",
+      `cluster_size=1024,refcount_bits=${bits}`,
+      img,
+      "8M",
+    );
+    const mirror = Buffer.alloc(8 * MiB);
+    const h = new Qcow2Harness(img);
+    try {
+      randomWrites(h, mirror, 200, 11);
+      h.discard(MiB, 2 * MiB);
+      mirror.fill(0, MiB, 3 * MiB);
+      randomWrites(h, mirror, 50, 12);
+    } finally {
+      h.close();
+    }
+    checkClean(img);
+    const raw = join(dir, `small-${bits}.raw`);
+    writeFileSync(raw, mirror);
+    must("qemu-img", "compare", "-f", "qcow2", "-F", "raw", img, raw);
+  });
+}
 
 test("an image written by qemu-io reads back as qemu-img convert reads it", { skip }, () => {
   const img = join(dir, "qio.qcow2");

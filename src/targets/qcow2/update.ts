@@ -49,7 +49,10 @@ export class Updater {
     const l2 = img.l2TableOffset(gc, e);
     if (l2 !== 0 && !e.copied) throw new QcowError("L2 table is shared with a snapshot (not supported)", 30);
     if (l2 !== 0) img.lookup(gc, e);
-    else e.kind = UNALLOCATED;
+    else {
+      e.kind = UNALLOCATED;
+      e.host = 0;
+    }
     const data = src.subarray(srcOff, srcOff + len);
     if (e.kind === DATA && e.copied) {
       // Another queue allocated it meanwhile.
