@@ -139,20 +139,14 @@ test("kill -9 of the daemon during allocating writes leaves no corruption (qemu-
   const id = addDevice("-t", "qcow2", "-q", "2", img);
   const pid = (JSON.parse(ublk("list", "-n", String(id), "--json").stdout) as { daemon_pid: number }[])[0]
     .daemon_pid;
+  // Through bash, as sh() runs fio: it finds fio whatever PATH the guest's init left us (a bare
+  // spawn("fio") failed with ENOENT on the 7.3 guest); exec keeps the pid fio's.
   const fio = spawn(
-    "fio",
+    "bash",
     [
-      "--name=crash",
-      `--filename=/dev/ublkb${id}`,
-      "--rw=randwrite",
-      "--bsrange=4k-64k",
-      "--direct=1",
-      "--ioengine=io_uring",
-      "--iodepth=32",
-      "--numjobs=2",
-      "--thread",
-      "--time_based",
-      "--runtime=120",
+      "-c",
+      `exec fio --name=crash --filename=/dev/ublkb${id} --rw=randwrite --bsrange=4k-64k --direct=1 ` +
+        "--ioengine=io_uring --iodepth=32 --numjobs=2 --thread --time_based --runtime=120",
     ],
     { stdio: "ignore" },
   );

@@ -181,6 +181,10 @@ export default defineTarget<Qcow2State>({
       throw new Error(`${path}: the image's disk size is smaller than one 512-byte block`);
     }
     const clusterSize = 2 ** header.clusterBits;
+    const backingChain = chain.layers
+      .slice(1)
+      .map((l) => `${l.path} (${l.raw ? "raw" : "qcow2"})`)
+      .join(" <- ");
     return {
       size,
       state: { layers: chain.layers, readOnly: chain.readOnly, shared: createShared() },
@@ -204,10 +208,7 @@ export default defineTarget<Qcow2State>({
         version: header.version,
         cluster_size: clusterSize,
         refcount_bits: 2 ** header.refcountOrder,
-        backing: chain.layers
-          .slice(1)
-          .map((l) => `${l.path} (${l.raw ? "raw" : "qcow2"})`)
-          .join(" <- "),
+        ...(chain.layers.length > 1 ? { backing: backingChain } : {}),
         read_only: chain.readOnly,
       },
     };
