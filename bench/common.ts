@@ -39,7 +39,7 @@ export const USAGE =
   "  --smoke        1 s, 1 repeat, no ramp, 4k randread qd64 on the 1-queue rows: checks it all still works\n" +
   "  --only=KINDS   comma-separated device kinds, each a ublk-ts target against the kernel's own:\n" +
   "                 null (null_blk), loop (the loop driver), ram (brd), stripe (dm-stripe over loop),\n" +
-  "                 nbd (nbd-client against the same nbdkit export)\n" +
+  "                 nbd (nbd-client against the same nbdkit export), qcow2 (qemu-nbd + nbd)\n" +
   "  --jobs=IDS     only these fio jobs: rr-qd1, rr-qd64, rw-qd64, seqr-128k, seqw-1m\n" +
   "  --queues=NS    only these queue counts (default 1,2)\n" +
   "  --peer [NAME=]PATH  also measure another ublk server's CLI (repeatable): ublksrv's `ublk`\n" +
@@ -197,6 +197,8 @@ export const BENCH_KINDS: readonly BenchKind[] = [
   { kind: "stripe", reference: "dm-stripe", referencePerQueues: false, variants: [{ flags: [] }] },
   // Both against one nbdkit memory export over a Unix socket; ublk-ts -q N opens N connections.
   { kind: "nbd", reference: "nbd (kernel)", referencePerQueues: false, variants: [{ flags: [] }] },
+  // QEMU's qcow2 driver on the same image: qemu-nbd serving the kernel's nbd driver.
+  { kind: "qcow2", reference: "qemu-nbd+nbd", referencePerQueues: false, variants: [{ flags: [] }] },
 ];
 
 export const DEVICE_KINDS: readonly DeviceKind[] = BENCH_KINDS.map((k) => k.kind);
@@ -220,6 +222,8 @@ export const LOOP_FILE_MIB = 512;
 /** ublk-ts ram --size and brd rd_size: written in full by the write jobs, so guest RAM must hold it. */
 export const RAM_DISK_MIB = 512;
 export const QUEUE_DEPTH = 128;
+/** The qcow2 image both ublk-ts and qemu-nbd serve (preallocated on the guest's tmpfs). */
+export const QCOW2_IMAGE_MIB = 256;
 
 /** Devices in the order they are measured: each ublk-ts row right after its kernel reference. */
 export function deviceConfigs(o: BenchOptions): DeviceConfig[] {

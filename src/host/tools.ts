@@ -60,6 +60,8 @@ export const HOST_TOOLS: readonly HostTool[] = [
     why: "NBD server (memory, file; error, delay filters)",
   },
   { bin: "qemu-nbd", pkg: "qemu-utils", uses: ["test", "bench"] },
+  { bin: "qemu-img", pkg: "qemu-utils", uses: ["test", "bench"], why: "makes and checks qcow2 images" },
+  { bin: "qemu-io", pkg: "qemu-utils", uses: ["test"], why: "writes qcow2 images the way QEMU does" },
   { bin: "nbd-client", pkg: "nbd-client", uses: ["bench"], why: "the kernel nbd driver's client" },
   {
     bin: "dmsetup",

@@ -6,7 +6,16 @@ import { pathToFileURL } from "node:url";
 import { importModule } from "./import-module.js";
 import type { Target } from "./target.js";
 
-export const BUILTIN_TARGETS = ["null", "loop", "ram", "stripe", "fault_inject", "zoned", "nbd"] as const;
+export const BUILTIN_TARGETS = [
+  "null",
+  "loop",
+  "ram",
+  "stripe",
+  "fault_inject",
+  "zoned",
+  "nbd",
+  "qcow2",
+] as const;
 
 /** Built-ins made of several modules live in a folder; the rest in one file named after them. */
 const BUILTIN_MODULES: Record<string, string> = { nbd: "./nbd/target.js" };

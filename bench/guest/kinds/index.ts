@@ -3,6 +3,7 @@
 import type { GuestKind } from "../device.js";
 import { loopKind, nullKind, ramKind } from "./basic.js";
 import { nbdKind } from "./nbd.js";
+import { qcow2Kind } from "./qcow2.js";
 import { stripeKind } from "./stripe.js";
 
 export const GUEST_KINDS: Record<string, GuestKind> = {
@@ -11,4 +12,5 @@ export const GUEST_KINDS: Record<string, GuestKind> = {
   ram: ramKind,
   stripe: stripeKind,
   nbd: nbdKind,
+  qcow2: qcow2Kind,
 };

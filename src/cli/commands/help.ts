@@ -5,7 +5,7 @@ usage: ublk <command> [options]
 
   add -t TARGET [-n ID] [-q QUEUES] [-d DEPTH] [--foreground] [--quiet] [-r 0|1] [-i 0|1] [-e 0|1]
       [-g] [-u] [-z] [--auto_zc [--auto_zc_fallback]] [--uring_comp 0|1] [target options] [FILE...]
-        TARGET: null, loop, ram, stripe, fault_inject, zoned, nbd, or ./my-target.ts (.mts, .js)
+        TARGET: null, loop, ram, stripe, fault_inject, zoned, nbd, qcow2, or ./my-target.ts (.mts, .js)
         create /dev/ublkbN and leave a daemon serving it; prints the device once it is LIVE
         defaults: -n -1 (first free id), -q 2 (at most one per CPU), -d 128
         null options:  --size SIZE (default 250G)
@@ -30,6 +30,9 @@ usage: ublk <command> [options]
         nbd options:   --host HOST [--port PORT] | --socket PATH, [--export NAME]
                        [--connections N] (one per queue; default 1) [--timeout SECONDS] (default 30:
                        how long IO waits for a lost server while it reconnects); --tls is refused
+        qcow2 options: FILE or -f FILE (a qcow2 image, version 2 or 3, from qemu-img create -f
+                       qcow2; clusters are allocated on first write and freed by discard; its
+                       backing files, qcow2 or raw, are read and never written)
         --supervise (with -r 1): restart a daemon that dies and recover the device automatically
         parameters: --logical_block_size N --physical_block_size N --io_opt N --io_min N
           --max_sectors N --chunk_sectors N --read_only 0|1 --rotational 0|1 --wc 0|1 --fua 0|1
