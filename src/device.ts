@@ -265,14 +265,13 @@ export class UblkDevice {
     }
     // With zero copy the user's choice wins over a target's own NEED_GET_DATA (its mapped-memory path).
     let flags = (opts.flags ?? 0) | ((setup.flags ?? 0) & (zeroCopy ? ~U.UBLK_F_NEED_GET_DATA : ~0));
-    flags |= U.UBLK_F_CMD_IOCTL_ENCODE;
     // A target that serves from its own memory asks for NEED_GET_DATA; with user copy the queue copies
     // straight from and into that memory instead, and the driver drops the flag anyway.
     if (flags & U.UBLK_F_USER_COPY) flags &= ~U.UBLK_F_NEED_GET_DATA;
     const ctrl = await ControlDevice.open();
     let info: DevInfo;
     try {
-      const flags = chooseFlags((opts.flags ?? 0) | (setup.flags ?? 0), await ctrl.getFeatures());
+      flags = chooseFlags(flags, await ctrl.getFeatures());
       info = await ctrl.addDev({
         devId: opts.devId ?? -1,
         nrHwQueues: queues,
