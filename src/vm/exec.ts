@@ -1,6 +1,4 @@
 import { spawn } from "node:child_process";
-import { accessSync, constants } from "node:fs";
-import { delimiter, join } from "node:path";
 
 /** Runs a program, collects stdout, rejects with stderr on a non-zero exit. */
 export function run(
@@ -36,23 +34,8 @@ export function run(
   });
 }
 
-/** Finds an executable on PATH plus the sbin dirs, which non-login root shells often lack. */
-export function which(name: string): string | undefined {
-  const dirs = (process.env.PATH ?? "").split(delimiter).filter(Boolean);
-  for (const d of ["/usr/local/sbin", "/usr/sbin", "/sbin", "/usr/bin", "/bin"]) {
-    if (!dirs.includes(d)) dirs.push(d);
-  }
-  for (const d of dirs) {
-    const p = join(d, name);
-    try {
-      accessSync(p, constants.X_OK);
-      return p;
-    } catch {
-      // not here
-    }
-  }
-  return undefined;
-}
+/** Finds an executable on PATH plus the sbin dirs (the host tools' lookup, under its old name here). */
+export { findProgram as which } from "../host/ensure.js";
 
 /** Quotes a string for POSIX sh. */
 export function shq(s: string): string {

@@ -1,7 +1,7 @@
 // Shared helpers for tests that need the real ublk driver. They run inside the VM harness
 // (npm run test:vm); anywhere without /dev/ublk-control they skip and say why.
 import { type SpawnSyncReturns, spawnSync } from "node:child_process";
-import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { featureNames } from "../../src/uapi/ublk_cmd.js";
 
@@ -80,6 +80,18 @@ export function listedIds(): number[] {
   const r = ublk("list", "--json");
   if (r.code !== 0) throw new Error(`ublk list failed: ${r.stderr}`);
   return (JSON.parse(r.stdout) as { dev_id: number }[]).map((d) => d.dev_id);
+}
+
+/**
+ * A new image file `dir/name` of `size` (truncate's syntax): sparse, or written in full with zeros
+ * (`full`), replacing any file of that name.
+ */
+export function freshImage(dir: string, name: string, size: string, full = false): string {
+  mkdirSync(dir, { recursive: true });
+  const path = `${dir}/${name}`;
+  rmSync(path, { force: true });
+  sh(full ? `head -c ${size} /dev/zero >${path}` : `truncate -s ${size} ${path}`);
+  return path;
 }
 
 /** Removes every ublk device (test cleanup). */

@@ -4,7 +4,16 @@
 import assert from "node:assert/strict";
 import { existsSync, mkdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { after, test } from "node:test";
-import { addDevice, deleteAll, fioRun, fioWriteThenVerify, sh, skipReason, ublk } from "../vm/helpers.js";
+import {
+  addDevice,
+  deleteAll,
+  fioRun,
+  fioWriteThenVerify,
+  freshImage,
+  sh,
+  skipReason,
+  ublk,
+} from "../vm/helpers.js";
 
 const DIR = "/tmp/ublk-loop-test"; // the guest's tmpfs
 const MiB = 1024 * 1024;
@@ -20,11 +29,7 @@ after(() => {
 });
 
 function image(name: string, size: string): string {
-  mkdirSync(DIR, { recursive: true });
-  const path = `${DIR}/${name}`;
-  rmSync(path, { force: true });
-  sh(`truncate -s ${size} ${path}`);
-  return path;
+  return freshImage(DIR, name, size);
 }
 
 function del(id: number): void {

@@ -5,7 +5,17 @@ import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { mkdirSync, readFileSync, rmSync } from "node:fs";
 import { after, test } from "node:test";
-import { addDevice, deleteAll, fioRun, fioWriteThenVerify, sh, skipReason, sleep, ublk } from "./helpers.js";
+import {
+  addDevice,
+  deleteAll,
+  fioRun,
+  fioWriteThenVerify,
+  freshImage,
+  sh,
+  skipReason,
+  sleep,
+  ublk,
+} from "./helpers.js";
 
 const DIR = "/tmp/ublk-user-copy-test"; // the guest's tmpfs
 const USER_COPY = 1 << 7;
@@ -19,11 +29,7 @@ after(() => {
 });
 
 function image(name: string, size: string, full = false): string {
-  mkdirSync(DIR, { recursive: true });
-  const path = `${DIR}/${name}`;
-  rmSync(path, { force: true });
-  sh(full ? `head -c ${size} /dev/zero >${path}` : `truncate -s ${size} ${path}`);
-  return path;
+  return freshImage(DIR, name, size, full);
 }
 
 function listed(id: number): {

@@ -4,7 +4,7 @@
 // checks as the copying path; on a driver without the features, the refusal.
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { mkdirSync, rmSync } from "node:fs";
+import { rmSync } from "node:fs";
 import { after, test } from "node:test";
 import * as U from "../../src/uapi/ublk_cmd.js";
 import {
@@ -12,6 +12,7 @@ import {
   deleteAll,
   fioRun,
   fioWriteThenVerify,
+  freshImage,
   hasAny,
   needs,
   sh,
@@ -30,11 +31,7 @@ after(() => {
 });
 
 function image(name: string, size: string): string {
-  mkdirSync(DIR, { recursive: true });
-  const path = `${DIR}/${name}`;
-  rmSync(path, { force: true });
-  sh(`truncate -s ${size} ${path}`);
-  return path;
+  return freshImage(DIR, name, size);
 }
 
 function listed(id: number): { flags: number; state: string; daemon_pid: number } {
