@@ -50,6 +50,15 @@ test("ublk up / down from declared files: idempotent, data kept across down and 
   assert.match(again.stdout, /disk: already up as \/dev\/ublkb7/);
   assert.match(again.stdout, /scratch: already up/);
   assert.deepEqual(devices(), before, "up twice: same devices, same daemons");
+  // A supervisor's --foreground must not report success for a device another daemon serves.
+  const fg = ublk("up", "--foreground", "disk");
+  assert.notEqual(fg.code, 0, "up --foreground of a LIVE device exited 0");
+  assert.match(
+    fg.stderr,
+    /^ublk: disk: already up as \/dev\/ublkb7, served by daemon pid \d+ .*ublk down disk/,
+  );
+  assert.equal(fg.stderr.trim().split("\n").length, 1, fg.stderr);
+  assert.deepEqual(devices(), before, "the refused --foreground left the device alone");
 
   sh("dd if=/dev/urandom of=/tmp/up-data bs=1M count=4 status=none");
   sh("dd if=/tmp/up-data of=/dev/ublkb7 bs=1M oflag=direct status=none");

@@ -41,6 +41,13 @@ async function upOne(ctrl: ControlDevice, d: Declared, args: ParsedArgs): Promis
   if (!existing) return start(d.spec, startArgs, "add");
   const state = stateName(existing.state);
   if (state === "LIVE") {
+    // A supervisor (systemd) runs --foreground to own the daemon: exiting 0 would tell it the unit
+    // started and ended, while the device stays with a daemon nobody supervises.
+    if (args.flags.has("foreground"))
+      throw new Error(
+        `${d.name}: already up as /dev/ublkb${existing.devId}, served by daemon pid ${existing.ublksrvPid} ` +
+          `that this command did not start: \`ublk down ${d.name}\` first, then start it again`,
+      );
     process.stdout.write(
       `${d.name}: already up as /dev/ublkb${existing.devId} (daemon pid ${existing.ublksrvPid})\n`,
     );
