@@ -11,6 +11,8 @@ import {
   toUblkParams,
   validateParams,
 } from "./ctrl/params.js";
+import { integrityFormat, integrityFormatOf, integrityLayout, integrityRefusal } from "./device-integrity.js";
+import type { IntegrityLayout } from "./queue/integrity.js";
 import type { QueueWorkerData, QueueWorkerMessage } from "./queue/worker.js";
 import { loadTarget, targetModuleUrl } from "./targets/registry.js";
 import type { Target, TargetOptions, TargetSetup } from "./targets/target.js";
@@ -144,6 +146,7 @@ async function prepareQueues(
   threads: QueueThread[],
   log: (m: string) => void,
   autoBufRegFallback = false,
+  integrity?: IntegrityLayout,
 ): Promise<void> {
   for (let qid = 0; qid < info.nrHwQueues; qid++) {
     const cpus = await ctrl.getQueueAffinity(info.devId, qid);
@@ -155,6 +158,7 @@ async function prepareQueues(
       charFd: -1,
       flags: info.flags,
       autoBufRegFallback,
+      integrity,
     };
     threads.push(new QueueThread({ cfg, targetUrl, state: setup.state, cpus }, log));
   }
@@ -249,8 +253,9 @@ export class UblkDevice {
     const targetUrl = targetModuleUrl(opts.target);
     const target = await loadTarget(targetUrl);
     const setup = await target.open(opts.targetOptions ?? {});
-    const params = mergeParams(setup.params, opts.params);
-    const problem = validateParams(params, setup.size, maxIoBufBytes);
+    let params = mergeParams(setup.params, opts.params);
+    const problem =
+      validateParams(params, setup.size, maxIoBufBytes) ?? integrityRefusal(target, params, opts.flags ?? 0);
     if (problem) {
       await target.close?.(setup);
       throw new DeviceError(problem);
@@ -268,10 +273,17 @@ export class UblkDevice {
     // A target that serves from its own memory asks for NEED_GET_DATA; with user copy the queue copies
     // straight from and into that memory instead, and the driver drops the flag anyway.
     if (flags & U.UBLK_F_USER_COPY) flags &= ~U.UBLK_F_NEED_GET_DATA;
+    const integrity = integrityFormat(params);
+    if (integrity) flags |= U.UBLK_F_INTEGRITY;
     const ctrl = await ControlDevice.open();
     let info: DevInfo;
     try {
       flags = chooseFlags(flags, await ctrl.getFeatures());
+      if (integrity) {
+        // The target may change its parameters for it (loop drops discard).
+        await target.openIntegrity?.(setup, integrity);
+        params = mergeParams(setup.params, opts.params);
+      }
       info = await ctrl.addDev({
         devId: opts.devId ?? -1,
         nrHwQueues: queues,
@@ -293,14 +305,27 @@ export class UblkDevice {
       const missing =
         flags &
         ~info.flags &
-        (U.UBLK_F_USER_COPY | U.UBLK_F_ZONED | U.UBLK_F_SUPPORT_ZERO_COPY | U.UBLK_F_AUTO_BUF_REG);
+        (U.UBLK_F_USER_COPY |
+          U.UBLK_F_ZONED |
+          U.UBLK_F_SUPPORT_ZERO_COPY |
+          U.UBLK_F_AUTO_BUF_REG |
+          U.UBLK_F_INTEGRITY);
       if (missing)
         throw new DeviceError(
           `this ublk driver does not support ${U.featureNames(missing).join(" and ")} (see 'ublk features')`,
         );
       charFd = await openCharDev(devId, info.flags);
       await ctrl.setParams(devId, toUblkParams(params, setup.size, info.maxIoBufBytes));
-      await prepareQueues(ctrl, info, targetUrl, setup, threads, log, opts.autoBufRegFallback);
+      await prepareQueues(
+        ctrl,
+        info,
+        targetUrl,
+        setup,
+        threads,
+        log,
+        opts.autoBufRegFallback,
+        integrityLayout(integrity),
+      );
       const queueInfos = await startQueues(threads, charFd);
       await ctrl.startDev(devId, process.pid);
       const live = await ctrl.getDevInfo(devId);
@@ -359,7 +384,24 @@ export class UblkDevice {
         throw new DeviceError(`target is ${setup.size} bytes, the device ${sizeBytes}`);
       const params = mergeParams(setup.params);
       params.logicalBlockSize = 1 << kernelParams.basic.logical_bs_shift;
-      await prepareQueues(ctrl, info, targetUrl, setup, threads, log, opts.autoBufRegFallback);
+      const integrity = integrityFormatOf(kernelParams);
+      if (integrity) {
+        if (!target.openIntegrity)
+          throw new DeviceError(
+            `device ${devId} has integrity metadata, which the ${target.name} target cannot keep`,
+          );
+        await target.openIntegrity(setup, integrity);
+      }
+      await prepareQueues(
+        ctrl,
+        info,
+        targetUrl,
+        setup,
+        threads,
+        log,
+        opts.autoBufRegFallback,
+        integrityLayout(integrity),
+      );
       const deadline = Date.now() + (opts.waitMs ?? 60_000);
       for (;;) {
         try {

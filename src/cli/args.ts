@@ -55,6 +55,12 @@ const VALUE_OPTIONS: Record<string, string> = {
   "--socket": "socket",
   "--export": "export",
   "--connections": "connections",
+  // integrity (UBLK_F_INTEGRITY)
+  "--metadata_size": "metadata_size",
+  "--pi_offset": "pi_offset",
+  "--csum_type": "csum_type",
+  "--tag_size": "tag_size",
+  "--metadata_file": "metadata_file",
 };
 
 const BOOL_KEYS: Record<string, string> = {
@@ -89,6 +95,8 @@ const FLAGS: Record<string, string> = {
   "--auto_zc": "auto_zc",
   "--auto_zc_fallback": "auto_zc_fallback",
   "--tls": "tls",
+  "--integrity_capable": "integrity_capable",
+  "--integrity_reftag": "integrity_reftag",
   "-h": "help",
   "--help": "help",
 };

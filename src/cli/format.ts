@@ -43,5 +43,10 @@ export function formatParams(p: ublk_params): string {
       `\tzoned max_open_zones ${z.max_open_zones} max_active_zones ${z.max_active_zones} max_zone_append_sectors ${z.max_zone_append_sectors}`,
     );
   }
+  const i = p.integrity;
+  if (p.types & 64 && i)
+    out.push(
+      `\tintegrity metadata_size ${i.metadata_size} pi_offset ${i.pi_offset} csum_type ${i.csum_type} flags 0x${i.flags.toString(16)} tag_size ${i.tag_size} interval ${2 ** i.interval_exp}`,
+    );
   return `${out.join("\n")}\n`;
 }

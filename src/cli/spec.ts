@@ -5,6 +5,7 @@ import { targetModuleUrl } from "../targets/registry.js";
 import { parseSize } from "../targets/size.js";
 import * as U from "../uapi/ublk_cmd.js";
 import { intOption, type ParsedArgs, UsageError } from "./args.js";
+import { integrityFrom } from "./integrity-options.js";
 import type { AddSpec } from "./state.js";
 
 const TARGET_OPTION_KEYS = [
@@ -28,6 +29,7 @@ const TARGET_OPTION_KEYS = [
   "export",
   "timeout",
   "tls",
+  "metadata_file",
 ] as const;
 
 function sizeOpt(options: Record<string, string>, key: string): number | undefined {
@@ -119,7 +121,11 @@ export function specFromArgs(args: ParsedArgs): AddSpec {
     const files = options.file === undefined ? positional : [options.file, ...positional];
     if (files.length > 0) targetOptions.files = files;
   } else {
-    if (positional.length > 1) throw new UsageError(`unexpected arguments: ${positional.slice(1).join(" ")}`);
+    // kublk's loop takes the integrity metadata's file after the data's.
+    const metaFile = type === "loop" && options.metadata_size !== undefined ? positional[1] : undefined;
+    if (metaFile !== undefined) targetOptions.metadata_file = metaFile;
+    if (positional.length > (metaFile === undefined ? 1 : 2))
+      throw new UsageError(`unexpected arguments: ${positional.slice(1).join(" ")}`);
     const file = options.file ?? positional[0];
     if (options.file && positional[0] && options.file !== positional[0])
       throw new UsageError("give the backing file once: -f FILE or a trailing FILE");
@@ -183,6 +189,9 @@ export function specFromArgs(args: ParsedArgs): AddSpec {
     targetOptions.connections = String(queues);
   }
   const maxIoBuf = sizeOpt(options, "max_io_buf_bytes") ?? 512 * 1024;
+  const params = paramsFrom(options);
+  const integrity = integrityFrom(args);
+  if (integrity) params.integrity = integrity;
   return {
     target: type,
     targetOptions,
@@ -193,6 +202,6 @@ export function specFromArgs(args: ParsedArgs): AddSpec {
     maxIoBufBytes: maxIoBuf,
     flags: ublkFlags,
     autoBufRegFallback: flags.has("auto_zc_fallback") || undefined,
-    params: paramsFrom(options),
+    params,
   };
 }

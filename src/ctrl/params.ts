@@ -1,4 +1,5 @@
 // Device parameters in a person's units, and their translation to struct ublk_params.
+import { LBMD_PI_CAP_INTEGRITY, LBMD_PI_CAP_REFTAG, LBMD_PI_CSUM_NONE, piTupleSize } from "../uapi/lbmd.js";
 import * as U from "../uapi/ublk_cmd.js";
 
 export interface DiscardParams {
@@ -19,6 +20,25 @@ export interface ZonedParams {
   maxZoneAppendSectors: number;
 }
 
+/**
+ * UBLK_F_INTEGRITY: every interval of data (one logical block, as kublk) carries `metadataSize`
+ * bytes of metadata, of which a protection information tuple may sit at `piOffset`.
+ */
+export interface IntegrityParams {
+  /** Bytes of metadata per logical block, 1..255. */
+  metadataSize: number;
+  /** Offset of the PI tuple in the metadata. */
+  piOffset: number;
+  /** LBMD_PI_CSUM_*: how the block layer checksums the data into the PI (NONE: no PI, "nop"). */
+  csumType: number;
+  /** LBMD_PI_CAP_INTEGRITY: the device is integrity capable (sysfs device_is_integrity_capable). */
+  capable: boolean;
+  /** LBMD_PI_CAP_REFTAG: the PI carries a reference tag (T10 DIF type 1 rather than type 3). */
+  refTag: boolean;
+  /** Bytes of application tag space (sysfs tag_size). */
+  tagSize: number;
+}
+
 export interface DeviceParams {
   logicalBlockSize: number;
   physicalBlockSize: number;
@@ -37,6 +57,8 @@ export interface DeviceParams {
   discard: DiscardParams | null;
   /** null: not zoned. */
   zoned: ZonedParams | null;
+  /** null: no integrity metadata. */
+  integrity: IntegrityParams | null;
 }
 
 /** What a caller may override: any field, and the discard limits one by one. */
@@ -78,6 +100,7 @@ export const DEFAULT_PARAMS: DeviceParams = {
   fua: false,
   discard: null,
   zoned: null,
+  integrity: null,
 };
 
 const isPow2 = (n: number) => n > 0 && (n & (n - 1)) === 0;
@@ -117,6 +140,21 @@ export function validateParams(p: DeviceParams, sizeBytes: number, maxIoBufBytes
     if (d.maxSegments <= 0 || d.maxSegments > 0xffff) return "discard max segments must be 1..65535";
     if (d.maxWriteZeroesSectors < 0) return "write-zeroes max sectors must not be negative";
   }
+  return p.integrity ? integrityProblem(p.integrity) : null;
+}
+
+/** The driver's checks on struct ublk_param_integrity, as one line instead of SET_PARAMS' EINVAL. */
+function integrityProblem(i: IntegrityParams): string | null {
+  const byte = (v: number) => Number.isInteger(v) && v >= 0 && v <= 255;
+  if (!byte(i.metadataSize) || i.metadataSize === 0)
+    return `metadata size ${i.metadataSize} must be 1..255 bytes per logical block`;
+  const tuple = piTupleSize(i.csumType);
+  if (tuple < 0) return `unknown integrity checksum type ${i.csumType}`;
+  if (!byte(i.piOffset) || i.piOffset + tuple > i.metadataSize)
+    return `the ${tuple}-byte PI tuple at offset ${i.piOffset} does not fit in ${i.metadataSize} bytes of metadata`;
+  if (i.refTag && i.csumType === LBMD_PI_CSUM_NONE)
+    return "a reference tag needs a checksum type (--csum_type)";
+  if (!byte(i.tagSize)) return `tag size ${i.tagSize} must be 0..255`;
   return null;
 }
 
@@ -132,6 +170,8 @@ export function toUblkParams(p: DeviceParams, sizeBytes: number, maxIoBufBytes: 
   const z = p.zoned;
   const maxSectors = p.maxSectors || Math.floor(maxIoBufBytes / 512);
   if (z) types |= U.UBLK_PARAM_TYPE_ZONED;
+  const ip = p.integrity;
+  if (ip) types |= U.UBLK_PARAM_TYPE_INTEGRITY;
   return {
     len: U.ublk_params_LAYOUT.size,
     types,
@@ -161,5 +201,16 @@ export function toUblkParams(p: DeviceParams, sizeBytes: number, maxIoBufBytes: 
       max_zone_append_sectors: z ? z.maxZoneAppendSectors || Math.min(p.chunkSectors, maxSectors) : 0,
       reserved: new Uint8Array(20),
     },
+    integrity: ip
+      ? {
+          flags: (ip.capable ? LBMD_PI_CAP_INTEGRITY : 0) | (ip.refTag ? LBMD_PI_CAP_REFTAG : 0),
+          max_integrity_segments: 0,
+          interval_exp: shift(p.logicalBlockSize),
+          metadata_size: ip.metadataSize,
+          pi_offset: ip.piOffset,
+          csum_type: ip.csumType,
+          tag_size: ip.tagSize,
+        }
+      : undefined,
   };
 }

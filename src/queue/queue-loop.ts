@@ -21,6 +21,7 @@ import {
 } from "../uring/constants.js";
 import { Ring } from "../uring/ring.js";
 import { BufferPool, type PooledBuffer } from "./buffer-pool.js";
+import { type IntegrityLayout, QueueIntegrity } from "./integrity.js";
 import { NO_BUFFER, Request, route } from "./request.js";
 import { dataFromDriver, dataToDriver, prepCopyIn, prepCopyOut } from "./user-copy.js";
 import { autoRegAddr, hasData, prepBufferCmd, ZERO_COPY_FLAGS } from "./zero-copy.js";
@@ -37,6 +38,10 @@ const KIND_COPY_IN = 2;
 const KIND_COPY_OUT = 3;
 /** Zero copy: a REGISTER_IO_BUF/UNREGISTER_IO_BUF that failed (success posts no CQE). */
 const KIND_BUF_CMD = 4;
+/** UBLK_F_INTEGRITY: a WRITE's metadata read from /dev/ublkcN. */
+const KIND_INTEGRITY_IN = 5;
+/** UBLK_F_INTEGRITY: a READ's metadata written to /dev/ublkcN, linked before its data and commit. */
+const KIND_INTEGRITY_OUT = 6;
 const TAG_MASK = 0xffff;
 
 // Per-tag state flags.
@@ -77,6 +82,8 @@ export interface QueueConfig {
   charFd: number;
   /** UBLK_F_* the driver granted. */
   flags: number;
+  /** UBLK_F_INTEGRITY: the device's metadata format. */
+  integrity?: IntegrityLayout;
 }
 
 export class QueueLoop<S = unknown> implements QueueContext<S> {
@@ -103,6 +110,8 @@ export class QueueLoop<S = unknown> implements QueueContext<S> {
   private readonly zeroCopy: boolean;
   /** --auto_zc: the driver registers and unregisters the buffers; FETCH/COMMIT carry the slot. */
   private readonly autoBufReg: boolean;
+  /** UBLK_F_INTEGRITY (with user copy): each request's metadata, moved beside its data. */
+  private readonly integrity: QueueIntegrity | null;
   private live = 0; // tags not yet aborted
   private flushScheduled = false;
   /** Target Promises not yet settled: while any is, the event loop drives wake-ups. */
@@ -132,7 +141,7 @@ export class QueueLoop<S = unknown> implements QueueContext<S> {
     this.autoBufReg = (cfg.flags & U.UBLK_F_AUTO_BUF_REG) !== 0;
     // Room for a command and a target operation per tag (zero copy: a buffer register and
     // unregister too), plus slack for multi-op targets.
-    const perTag = this.zeroCopy ? 4 : 2;
+    const perTag = this.zeroCopy ? 4 : cfg.integrity ? 3 : 2;
     const ringOptions = { entries: Math.max(8, perTag * cfg.depth), cqEntries: 4 * cfg.depth };
     try {
       this.ring = new Ring({ ...ringOptions, flags: RING_FLAGS });
@@ -151,6 +160,10 @@ export class QueueLoop<S = unknown> implements QueueContext<S> {
     this.tagState = new Uint8Array(cfg.depth);
     this.commitAfterCopy = new Int32Array(cfg.depth);
     this.userCopy = (cfg.flags & U.UBLK_F_USER_COPY) !== 0;
+    this.integrity =
+      this.userCopy && cfg.integrity
+        ? new QueueIntegrity(cfg.integrity, cfg.depth, cfg.bufSize, cfg.charFd, cfg.qid)
+        : null;
     const pooled = !this.zeroCopy && (this.userCopy || (cfg.flags & U.UBLK_F_NEED_GET_DATA) !== 0);
     this.pool = pooled ? new BufferPool(cfg.bufSize) : null;
     if (this.zeroCopy) this.ring.registerSparseBuffers(cfg.depth);
@@ -253,6 +266,11 @@ export class QueueLoop<S = unknown> implements QueueContext<S> {
       } else this.retire(tag, res);
     } else if (kind === KIND_COPY_IN) {
       this.copiedIn(tag, res);
+    } else if (kind === KIND_INTEGRITY_IN) {
+      this.integrityCopiedIn(tag, res);
+    } else if (kind === KIND_INTEGRITY_OUT) {
+      if (res < 0 && this.errorsLogged++ < 5)
+        this.log(`ublk${this.devId} queue ${this.qid}: tag ${tag} metadata copy-out: errno ${-res}`);
     } else if (kind === KIND_COPY_OUT) {
       // The kernel is done with the source; a failure already cancelled the linked commit.
       const buf = this.copyOutBuffers[tag];
@@ -301,6 +319,7 @@ export class QueueLoop<S = unknown> implements QueueContext<S> {
   private dispatch(tag: number): void {
     const req = this.requests[tag];
     req.decode(this.iodView);
+    this.integrity?.attach(req);
     this.tagState[tag] |= TAG_SERVING;
     if (this.userCopy && dataFromDriver(req.op) && req.length > 0) {
       // Fetch the data first: into the target's own memory, or a pool buffer.
@@ -309,6 +328,7 @@ export class QueueLoop<S = unknown> implements QueueContext<S> {
       else if (req.pooled === null) req.attach((this.pool as BufferPool).acquire());
       req.copied = 0;
       prepCopyIn(this.ring, this.cfg.charFd, req, (KIND_COPY_IN << 16) | tag);
+      this.integrity?.startCopyIn(this.ring, req, (KIND_INTEGRITY_IN << 16) | tag);
       return;
     }
     if (this.pool !== null && req.pooled === null && (req.op === U.UBLK_IO_OP_READ || req.nrZones > 0))
@@ -335,7 +355,17 @@ export class QueueLoop<S = unknown> implements QueueContext<S> {
     }
     req.copied += res;
     if (req.copied < req.length) prepCopyIn(this.ring, this.cfg.charFd, req, (KIND_COPY_IN << 16) | tag);
-    else this.serve(req);
+    else if (!this.integrity?.awaiting(tag)) this.serve(req);
+  }
+
+  /** Integrity: `res` more bytes of a WRITE's metadata arrived; it is served once data and metadata are in. */
+  private integrityCopiedIn(tag: number, res: number): void {
+    if (!(this.tagState[tag] & TAG_SERVING)) return;
+    const req = this.requests[tag];
+    const integrity = this.integrity as QueueIntegrity;
+    const done = integrity.copiedIn(this.ring, req, res, (KIND_INTEGRITY_IN << 16) | tag);
+    if (done < 0) this.settle(tag, done);
+    else if (done > 0 && req.copied >= req.length) this.serve(req);
   }
 
   private serve(req: Request): void {
@@ -415,7 +445,9 @@ export class QueueLoop<S = unknown> implements QueueContext<S> {
     // own buffer was zeroed and it trims a larger count to the request's size, so always say "all".
     if (req.nrZones > 0 && res >= 0) result = this.cfg.bufSize;
     if (res > 0 && dataToDriver(req.op)) {
-      if (this.ring.space < 2) this.ring.submit(); // keep the copy and its commit in one submission
+      if (this.ring.space < 3) this.ring.submit(); // keep the copies and their commit in one submission
+      // Metadata first: linked to the data's copy, which is linked to the commit.
+      this.integrity?.prepCopyOut(this.ring, req, res, (KIND_INTEGRITY_OUT << 16) | tag);
       prepCopyOut(this.ring, this.cfg.charFd, req, res, (KIND_COPY_OUT << 16) | tag, COPY_LINK);
       const pooled = req.pooled;
       if (pooled !== null && req.address === pooled.address) {

@@ -20,6 +20,9 @@ export class Request implements IoRequest {
   bufIndex = -1;
   /** User copy: bytes of this request's data moved so far between the char device and `address`. */
   copied = 0;
+  /** UBLK_F_INTEGRITY: the request's metadata (set by the queue's QueueIntegrity), or null. */
+  integrity: Uint8Array | null = null;
+  integrityAddress = 0;
   /** Set while the request holds a buffer from the pool (NEED_GET_DATA or user copy mode). */
   pooled: PooledBuffer | null = null;
   private view: Uint8Array | null = null;

@@ -208,6 +208,9 @@ export default defineTarget<FaultState>({
     };
   },
 
+  // As kublk's fault_inject: integrity metadata is accepted and dropped (reads return 0xFF: unchecked).
+  openIntegrity: () => {},
+
   close(setup) {
     if (setup.state.fd >= 0) closeSync(setup.state.fd);
   },

@@ -19,6 +19,13 @@ import {
   SQE_OP_FLAGS,
 } from "../uring/constants.js";
 import { openBacking } from "./backing.js";
+import {
+  growMetadataFile,
+  type MetadataFile,
+  MetadataIo,
+  metadataPath,
+  openMetadataFile,
+} from "./loop-metadata.js";
 import { defineTarget, type IoRequest, QUEUED, type QueueContext } from "./target.js";
 
 interface LoopState {
@@ -34,6 +41,10 @@ interface LoopState {
    * all queue threads.
    */
   holes: Int32Array;
+  /** --metadata_file, or the kublk-style second FILE (integrity metadata). */
+  metadataPath?: string;
+  /** Integrity (openIntegrity): the metadata's file; null without integrity. */
+  meta: MetadataFile | null;
 }
 
 /** Main thread: the mappings to release in close() (never cloned into the queue threads). */
@@ -42,6 +53,11 @@ const mappings = new WeakMap<LoopState, ArrayBuffer>();
 const EOPNOTSUPP = 95;
 const SUB_ZERO_RANGE = 1;
 const SUB_PUNCH = 2;
+/** The metadata file's half of a READ, WRITE or FLUSH (integrity). */
+const SUB_METADATA = 3;
+
+/** Per queue thread, with integrity: joins each request's data and metadata IO. */
+const metadataIo = new WeakMap<QueueContext<LoopState>, MetadataIo>();
 
 /**
  * Where the request's bytes sit in the mapped file, or 0 when its IO must go through io_uring (no
@@ -112,6 +128,8 @@ export default defineTarget<LoopState>({
       direct,
       mapAddr: mapping ? native.bufferAddress(mapping) : 0,
       holes: new Int32Array(new SharedArrayBuffer(4)),
+      metadataPath: typeof options.metadata_file === "string" ? options.metadata_file : undefined,
+      meta: null,
     };
     if (mapping) mappings.set(state, mapping);
     return {
@@ -133,6 +151,23 @@ export default defineTarget<LoopState>({
     };
   },
 
+  openIntegrity(setup, format) {
+    const st = setup.state;
+    st.meta = openMetadataFile(metadataPath(st.path, st.metadataPath), setup.size, format);
+    // Every READ and WRITE now also moves metadata through the ring: no mapped shortcut. Discard
+    // and write-zeroes are not offered: they would leave metadata that no longer fits the data.
+    const mapping = mappings.get(st);
+    if (mapping) native.munmapBuffer(mapping);
+    mappings.delete(st);
+    st.mapAddr = 0;
+    setup.params = { ...setup.params, discard: null };
+    setup.description = { ...setup.description, mapped_reads: false, metadata_file: st.meta.path };
+  },
+
+  initQueue(ctx) {
+    if (ctx.state.meta) metadataIo.set(ctx, new MetadataIo(ctx.state.meta, ctx.depth, SUB_METADATA));
+  },
+
   resize(setup, newSize) {
     const st = setup.state;
     const stat = fstatSync(st.fd);
@@ -141,12 +176,14 @@ export default defineTarget<LoopState>({
     // The mapping covers the old size only: from now on all IO goes through io_uring.
     Atomics.store(st.holes, 0, 1);
     ftruncateSync(st.fd, newSize);
+    if (st.meta) growMetadataFile(st.meta, newSize);
   },
 
   close(setup) {
     const mapping = mappings.get(setup.state);
     if (mapping) native.munmapBuffer(mapping);
     closeSync(setup.state.fd);
+    if (setup.state.meta) closeSync(setup.state.meta.fd);
   },
 
   read(req, ctx) {
@@ -180,6 +217,7 @@ export default defineTarget<LoopState>({
       req.offset,
       ctx.userData(req.tag),
     );
+    if (ctx.state.meta) metadataIo.get(ctx)?.read(ctx, req);
     return QUEUED;
   },
 
@@ -205,20 +243,24 @@ export default defineTarget<LoopState>({
     else ring.prepWrite(off, ctx.state.fd, req.address, req.length, req.offset, ctx.userData(req.tag));
     // FUA: this write alone must be durable before it completes.
     if (req.flags & U.UBLK_IO_F_FUA) ring.sqeView.setUint32(off + SQE_OP_FLAGS, RWF_DSYNC, true);
+    if (ctx.state.meta) metadataIo.get(ctx)?.write(ctx, req, (req.flags & U.UBLK_IO_F_FUA) !== 0);
     return QUEUED;
   },
 
   flush(req, ctx) {
     const ring = ctx.ring;
     ring.prepFsync(ring.sqeOrSubmit(), ctx.state.fd, IORING_FSYNC_DATASYNC, ctx.userData(req.tag));
+    if (ctx.state.meta) metadataIo.get(ctx)?.flush(ctx, req, IORING_FSYNC_DATASYNC);
     return QUEUED;
   },
 
   discard(req, ctx) {
+    if (ctx.state.meta) return -EOPNOTSUPP; // (not offered) the metadata would not fit the data
     return fallocate(ctx, req, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, SUB_PUNCH);
   },
 
   writeZeroes(req, ctx) {
+    if (ctx.state.meta) return -EOPNOTSUPP;
     // As the kernel loop driver: keep the blocks allocated only when the request says NOUNMAP.
     if (req.flags & U.UBLK_IO_F_NOUNMAP)
       return fallocate(ctx, req, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, SUB_ZERO_RANGE);
@@ -226,6 +268,8 @@ export default defineTarget<LoopState>({
   },
 
   complete(req, res, sub, ctx) {
+    const joined = ctx.state.meta && (sub === 0 || sub === SUB_METADATA) ? metadataIo.get(ctx) : undefined;
+    if (joined) return joined.settle(req, res, sub === SUB_METADATA);
     // Some filesystems (tmpfs) cannot ZERO_RANGE; a punched hole reads back as zeros too.
     if (sub === SUB_ZERO_RANGE && res === -EOPNOTSUPP) {
       return fallocate(ctx, req, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, SUB_PUNCH);

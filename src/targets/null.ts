@@ -20,6 +20,8 @@ export default defineTarget<null>({
   },
   // Nothing backs it: any size will do.
   resize: () => {},
+  // Integrity metadata is dropped, as kublk's null does: reads return 0xFF metadata (PI unchecked).
+  openIntegrity: () => {},
   read: (req) => req.length,
   write: (req) => req.length,
   flush: () => 0,

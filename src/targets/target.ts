@@ -52,6 +52,23 @@ export interface IoRequest {
   setAppendSector(sector: number): void;
   /** ZONE_APPEND: what setAppendSector() set for this request, or -1. */
   readonly appendSector: number;
+  /**
+   * UBLK_F_INTEGRITY (see Target.openIntegrity): the request's metadata, `metadataSize` bytes per
+   * interval of its data, or null when it carries none (not a READ/WRITE, or the block layer
+   * attached none). A WRITE's is filled before write(). A READ's holds 0xFF bytes (no PI: the
+   * block layer checks nothing) until the target overwrites it; it goes to the driver with the data.
+   */
+  readonly integrity: Uint8Array | null;
+  /** Address of `integrity`, for target IO submitted on ctx.ring. */
+  readonly integrityAddress: number;
+}
+
+/** How much metadata a device with integrity (UBLK_F_INTEGRITY) carries. */
+export interface IntegrityFormat {
+  /** Bytes of metadata per interval. */
+  metadataSize: number;
+  /** Bytes of data each metadata interval describes (the logical block size). */
+  intervalBytes: number;
 }
 
 export interface QueueContext<S = unknown> {
@@ -98,6 +115,13 @@ export interface Target<S = unknown> {
   readonly zeroCopy?: boolean;
   /** Main thread, once per device. */
   open(options: TargetOptions): TargetSetup<S> | Promise<TargetSetup<S>>;
+  /**
+   * Main thread, before the device is created, when the user asked for integrity metadata
+   * (--metadata_size): get ready to keep it (req.integrity), e.g. open a file for it, recording
+   * what the queues need in `setup.state`. Targets without this op are refused such a device.
+   * Throw to refuse.
+   */
+  openIntegrity?(setup: TargetSetup<S>, format: IntegrityFormat): void | Promise<void>;
   /** Main thread, after the device is gone. */
   close?(setup: TargetSetup<S>): void | Promise<void>;
   /**

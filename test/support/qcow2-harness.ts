@@ -60,6 +60,8 @@ export class Qcow2Harness {
       bufIndex: -1,
       nrZones: 0,
       appendSector: -1,
+      integrity: null,
+      integrityAddress: 0,
       serveFrom() {
         throw new Error("not in NEED_GET_DATA mode");
       },

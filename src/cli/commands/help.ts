@@ -33,6 +33,10 @@ usage: ublk <command> [options]
         qcow2 options: FILE or -f FILE (a qcow2 image, version 2 or 3, from qemu-img create -f
                        qcow2; clusters are allocated on first write and freed by discard; its
                        backing files, qcow2 or raw, are read and never written)
+        integrity (7.3, with -u): --metadata_size N (bytes per logical block; turns it on)
+          [--pi_offset N] [--csum_type ip|t10dif|nvme] [--tag_size N] [--integrity_capable]
+          [--integrity_reftag]; loop keeps the metadata in FILE.meta, or in a second FILE
+          (or --metadata_file FILE); null and fault_inject drop it
         --supervise (with -r 1): restart a daemon that dies and recover the device automatically
         parameters: --logical_block_size N --physical_block_size N --io_opt N --io_min N
           --max_sectors N --chunk_sectors N --read_only 0|1 --rotational 0|1 --wc 0|1 --fua 0|1
