@@ -11,6 +11,7 @@ export const IORING_SETUP_SINGLE_ISSUER = 1 << 12;
 export const IORING_SETUP_DEFER_TASKRUN = 1 << 13;
 
 export const IORING_ENTER_GETEVENTS = 1 << 0;
+export const IORING_TIMEOUT_MULTISHOT = 1 << 6;
 
 export const IORING_OP_NOP = 0;
 export const IORING_OP_READV = 1;
@@ -32,6 +33,7 @@ export const IOSQE_ASYNC = 1 << 4;
 export const IOSQE_CQE_SKIP_SUCCESS = 1 << 6;
 
 // io_uring_register(2) opcodes and arguments
+export const IORING_REGISTER_FILES = 2;
 export const IORING_REGISTER_BUFFERS2 = 15;
 /** struct io_uring_rsrc_register.flags: a table of empty slots. */
 export const IORING_RSRC_REGISTER_SPARSE = 1 << 0;

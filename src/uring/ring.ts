@@ -40,6 +40,8 @@ export class Ring {
   /** The SQE array; an SQE is addressed by the byte offset sqe() returns. */
   readonly sqeView: DataView;
   readonly sqeBytes: Uint8Array;
+  /** The SQE array as 32-bit words: word index = byte offset / 4. */
+  readonly sqeWords: Uint32Array;
   private readonly handle: object;
   private readonly ctl: Uint32Array;
   private readonly cqeU32: Uint32Array;
@@ -58,6 +60,7 @@ export class Ring {
     this.sqeSize = r.sqeSize;
     this.sqeView = new DataView(r.sqes);
     this.sqeBytes = new Uint8Array(r.sqes);
+    this.sqeWords = new Uint32Array(r.sqes);
     this.ctl = new Uint32Array(r.ctl);
     this.cqeU32 = new Uint32Array(r.cqes);
     this.cqeI32 = new Int32Array(r.cqes);
@@ -86,12 +89,24 @@ export class Ring {
    * (submit() first). The SQE becomes visible to the kernel at the next enter().
    */
   sqe(): number {
+    const off = this.claimSqe();
+    if (off >= 0) {
+      // Word stores stay in JIT code; TypedArray.fill is a runtime call per SQE (bench/NOTES.md).
+      const w = this.sqeWords;
+      for (let i = off >>> 2, end = i + (this.sqeSize >>> 2); i < end; i++) w[i] = 0;
+    }
+    return off;
+  }
+
+  /**
+   * Like sqe() but the SQE keeps whatever the slot held before: for callers that write every word of
+   * it (sqeWords), such as the ublk queue's command SQEs.
+   */
+  claimSqe(): number {
     const tail = this.ctl[CTL_SQ_TAIL];
     if ((tail - this.ctl[CTL_SQ_HEAD]) >>> 0 >= this.sqEntries) return -1;
-    const off = (tail & this.sqMask) * this.sqeSize;
-    this.sqeBytes.fill(0, off, off + this.sqeSize);
     this.ctl[CTL_SQ_TAIL] = tail + 1;
-    return off;
+    return (tail & this.sqMask) * this.sqeSize;
   }
 
   /** Like sqe(), but submits what is pending when the SQ is full. Throws if still full. */
@@ -264,6 +279,17 @@ export class Ring {
     v.setUint32(4, C.IORING_RSRC_REGISTER_SPARSE, true);
     const rc = native.ringRegister(this.handle, C.IORING_REGISTER_BUFFERS2, arg, 32);
     if (rc < 0) throw new RingError(-rc, `IORING_REGISTER_BUFFERS2 (sparse, ${count}) failed: errno ${-rc}`);
+  }
+
+  /**
+   * Registers `fds` as the ring's fixed file table (IORING_REGISTER_FILES): an SQE flagged
+   * IOSQE_FIXED_FILE names a file by its index there, and the kernel skips the fd lookup and its
+   * reference count per operation. Setup-time; throws with the errno on failure.
+   */
+  registerFiles(fds: readonly number[]): void {
+    const arg = new Int32Array(fds);
+    const rc = native.ringRegister(this.handle, C.IORING_REGISTER_FILES, arg.buffer, fds.length);
+    if (rc < 0) throw new RingError(-rc, `IORING_REGISTER_FILES (${fds.length}) failed: errno ${-rc}`);
   }
 
   prepFsync(off: number, fd: number, fsyncFlags: number, userData: number): void {
