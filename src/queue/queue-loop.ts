@@ -16,14 +16,14 @@ import {
   IORING_SETUP_COOP_TASKRUN,
   IORING_SETUP_DEFER_TASKRUN,
   IORING_SETUP_SINGLE_ISSUER,
-  SQE_ADDR,
-  SQE_CMD,
 } from "../uring/constants.js";
 import { Ring } from "../uring/ring.js";
 import { BufferPool, type PooledBuffer } from "./buffer-pool.js";
+import { CmdSqeWriter } from "./cmd-sqe.js";
 import { type IntegrityLayout, QueueIntegrity } from "./integrity.js";
 import { NO_BUFFER, Request, route } from "./request.js";
 import { dataFromDriver, dataToDriver, prepCopyIn, prepCopyOut } from "./user-copy.js";
+import { YieldTick } from "./yield-tick.js";
 import { autoRegAddr, hasData, prepBufferCmd, ZERO_COPY_FLAGS } from "./zero-copy.js";
 
 const EIO = 5;
@@ -42,6 +42,8 @@ const KIND_BUF_CMD = 4;
 const KIND_INTEGRITY_IN = 5;
 /** UBLK_F_INTEGRITY: a READ's metadata written to /dev/ublkcN, linked before its data and commit. */
 const KIND_INTEGRITY_OUT = 6;
+/** The blocking loop's yield timer (YieldTick). */
+const KIND_TICK = 7;
 const TAG_MASK = 0xffff;
 
 // Per-tag state flags.
@@ -69,6 +71,8 @@ const RING_FLAGS_FALLBACK = IORING_SETUP_COOP_TASKRUN;
 const COPY_LINK = process.env.UBLK_TS_COPY_LINK !== "0";
 /** Benchmark lever (bench/NOTES.md): UBLK_TS_QUEUE_WAIT=event always waits through the event loop. */
 const ALWAYS_EVENT_LOOP = process.env.UBLK_TS_QUEUE_WAIT === "event";
+/** Benchmark lever (bench/NOTES.md): UBLK_TS_WAIT_TIMEOUT=1 bounds every wait by a timeout again. */
+const TIMEOUT_PER_WAIT = process.env.UBLK_TS_WAIT_TIMEOUT === "1";
 
 export interface QueueConfig {
   devId: number;
@@ -93,7 +97,9 @@ export class QueueLoop<S = unknown> implements QueueContext<S> {
   readonly depth: number;
   readonly flags: number;
   private readonly iods: ArrayBuffer;
-  private readonly iodView: DataView;
+  private readonly iodWords: Uint32Array;
+  private readonly cmds: CmdSqeWriter;
+  private readonly tick: YieldTick;
   private readonly requests: Request[] = [];
   private readonly tagState: Uint8Array;
   private readonly onSettled: ((res: number) => void)[] = [];
@@ -156,7 +162,9 @@ export class QueueLoop<S = unknown> implements QueueContext<S> {
       U.ublkQueueCmdBufSize(cfg.depth, page),
       false,
     );
-    this.iodView = new DataView(this.iods);
+    this.iodWords = new Uint32Array(this.iods);
+    this.cmds = new CmdSqeWriter(this.ring, cfg.charFd, cfg.qid);
+    this.tick = new YieldTick(this.ring, IDLE_YIELD_NS, KIND_TICK << 16);
     this.tagState = new Uint8Array(cfg.depth);
     this.commitAfterCopy = new Int32Array(cfg.depth);
     this.userCopy = (cfg.flags & U.UBLK_F_USER_COPY) !== 0;
@@ -206,12 +214,18 @@ export class QueueLoop<S = unknown> implements QueueContext<S> {
     if (ring.isClosed || this.asyncPending > 0 || this.live === 0) return;
     this.inSyncLoop = true;
     try {
+      const tick = this.tick;
       for (let batch = 0; batch < BATCHES_PER_YIELD; batch++) {
-        const woke = ring.submitAndWaitFor(IDLE_YIELD_NS);
+        if (!TIMEOUT_PER_WAIT && !tick.armed) tick.arm();
+        const woke = ring.submitAndWaitFor(TIMEOUT_PER_WAIT ? IDLE_YIELD_NS : 0);
         this.recycleBuffers();
         if (!woke && ring.ready === 0) break;
         ring.reap(this.onCqe);
         if (this.live === 0 || this.asyncPending > 0 || ring.isClosed) break;
+        if (tick.fired) {
+          tick.fired = false;
+          break;
+        }
       }
     } finally {
       this.inSyncLoop = false;
@@ -258,7 +272,7 @@ export class QueueLoop<S = unknown> implements QueueContext<S> {
         // The driver copies the WRITE's data into the memory this command names: the target's own
         // (writeDestination) or a buffer from the pool, taken only now.
         const req = this.requests[tag];
-        req.decode(this.iodView);
+        req.decode(this.iodWords);
         const dest = this.writeDestination(req);
         if (dest > 0) req.address = dest;
         else if (this.pool !== null && req.pooled === null) req.attach(this.pool.acquire());
@@ -284,6 +298,8 @@ export class QueueLoop<S = unknown> implements QueueContext<S> {
         this.sendCmd(tag, U.UBLK_U_IO_COMMIT_AND_FETCH_REQ, res < 0 ? -EIO : this.commitAfterCopy[tag], 0);
         if (!this.inSyncLoop) this.scheduleFlush();
       }
+    } else if (kind === KIND_TICK) {
+      this.tick.onCqe();
     } else if (kind === KIND_BUF_CMD) {
       if (this.errorsLogged++ < 5)
         this.log(`ublk${this.devId} queue ${this.qid}: tag ${tag} buffer (un)register failed: errno ${-res}`);
@@ -318,7 +334,7 @@ export class QueueLoop<S = unknown> implements QueueContext<S> {
 
   private dispatch(tag: number): void {
     const req = this.requests[tag];
-    req.decode(this.iodView);
+    req.decode(this.iodWords);
     this.integrity?.attach(req);
     this.tagState[tag] |= TAG_SERVING;
     if (this.userCopy && dataFromDriver(req.op) && req.length > 0) {
@@ -493,22 +509,10 @@ export class QueueLoop<S = unknown> implements QueueContext<S> {
   /** `addr`: the IO buffer, or with user copy 0 (or a ZONE_APPEND's sector, zone_append_lba). */
   private sendCmd(tag: number, cmdOp: number, result: number, addr: number): void {
     if (this.tagState[tag] & TAG_DONE || this.ring.isClosed) return;
-    const ring = this.ring;
-    const off = ring.sqeOrSubmit();
-    ring.prepUringCmd(off, this.cfg.charFd, cmdOp, (KIND_CMD << 16) | tag);
-    const v = ring.sqeView;
-    const c = off + SQE_CMD;
-    v.setUint16(c, this.qid, true);
-    v.setUint16(c + 2, tag, true);
-    v.setInt32(c + 4, result, true);
-    if (this.autoBufReg) {
-      // UBLK_F_AUTO_BUF_REG takes its ublk_auto_buf_reg from the SQE's own addr field; the command's
-      // addr must stay 0 (no buffer address without a buffer).
-      ring.setU64(off + SQE_ADDR, addr);
-    } else {
-      v.setUint32(c + 8, addr >>> 0, true);
-      v.setUint32(c + 12, Math.floor(addr / 0x100000000), true);
-    }
+    // UBLK_F_AUTO_BUF_REG takes its ublk_auto_buf_reg from the SQE's own addr field; the command's
+    // addr must stay 0 (no buffer address without a buffer).
+    if (this.autoBufReg) this.cmds.write(tag, cmdOp, result, 0, addr, (KIND_CMD << 16) | tag);
+    else this.cmds.write(tag, cmdOp, result, addr, 0, (KIND_CMD << 16) | tag);
     this.tagState[tag] |= TAG_CMD_INFLIGHT;
   }
 

@@ -34,17 +34,17 @@ export class Request implements IoRequest {
     /** The driver takes data from any address at commit time (NEED_GET_DATA or user copy). */
     private readonly anyAddress: boolean,
   ) {}
-  /** Fills the request from its descriptor in the queue's mapped iod array. */
-  decode(v: DataView): void {
-    const off = this.tag * U.ublksrv_io_desc_LAYOUT.size;
-    const opFlags = v.getUint32(off, true);
+  /** Fills the request from its descriptor in the queue's mapped iod array (as 32-bit words). */
+  decode(w: Uint32Array): void {
+    const i = this.tag * (U.ublksrv_io_desc_LAYOUT.size >>> 2);
+    const opFlags = w[i];
     this.op = opFlags & 0xff;
     this.flags = opFlags & ~0xff;
-    const count = v.getUint32(off + 4, true); // nr_sectors, or nr_zones for REPORT_ZONES
+    const count = w[i + 1]; // nr_sectors, or nr_zones for REPORT_ZONES
     this.nrZones = this.op === U.UBLK_IO_OP_REPORT_ZONES ? count : 0;
     this.appendSector = -1;
     this.length = this.nrZones > 0 ? count * BLK_ZONE_BYTES : count * 512;
-    this.offset = (v.getUint32(off + 8, true) + v.getUint32(off + 12, true) * 0x100000000) * 512;
+    this.offset = (w[i + 2] + w[i + 3] * 0x100000000) * 512;
   }
   serveFrom(address: number): void {
     // With a buffer per tag the commit's address is also the next request's buffer, so a WRITE would

@@ -112,7 +112,7 @@ function decoded(qid: number, tag: number, op: number, flags: number, sectors: n
   const iod = new DataView(new ArrayBuffer((tag + 1) * 24));
   iod.setUint32(tag * 24, op | flags, true);
   iod.setUint32(tag * 24 + 4, sectors, true);
-  req.decode(iod);
+  req.decode(new Uint32Array(iod.buffer));
   return req;
 }
 
