@@ -13,6 +13,7 @@ import {
 } from "./ctrl/params.js";
 import { integrityFormat, integrityFormatOf, integrityLayout, integrityRefusal } from "./device-integrity.js";
 import type { IntegrityLayout } from "./queue/integrity.js";
+import { queueThreadCpus } from "./queue/placement.js";
 import type { QueueWorkerData, QueueWorkerMessage } from "./queue/worker.js";
 import { loadTarget, targetModuleUrl } from "./targets/registry.js";
 import type { Target, TargetOptions, TargetSetup } from "./targets/target.js";
@@ -149,7 +150,7 @@ async function prepareQueues(
   integrity?: IntegrityLayout,
 ): Promise<void> {
   for (let qid = 0; qid < info.nrHwQueues; qid++) {
-    const cpus = await ctrl.getQueueAffinity(info.devId, qid);
+    const cpus = queueThreadCpus(await ctrl.getQueueAffinity(info.devId, qid));
     const cfg = {
       devId: info.devId,
       qid,
