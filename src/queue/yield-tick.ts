@@ -31,6 +31,7 @@ export class YieldTick {
     // off (the completion count) stays 0: a pure timer, not "after N completions".
     this.ring.prepTimeout(this.ring.sqeOrSubmit(), this.tsAddr, this.userData);
     this.armed = true;
+    this.fired = false; // a CQE reaped while the event loop drove the queue is old news
   }
 
   /** The TIMEOUT's CQE (-ETIME when it ran out, -ECANCELED when the ring goes away). */
