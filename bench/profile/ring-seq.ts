@@ -1,5 +1,6 @@
 // ring-seq.c's sequence through ublk-ts's Ring: one NOP in, wait for its CQE in the same enter
-// (submitAndWaitFor, one N-API call), reap it in JS. `node dist/bench/profile/ring-seq.js [ROUNDS]`.
+// (submitAndWaitFor, one N-API call), reap it in JS.
+// `node dist/bench/profile/ring-seq.js [ROUNDS] [WAIT_TIMEOUT_NS]` (0: wait without an EXT_ARG timeout).
 import {
   IORING_SETUP_COOP_TASKRUN,
   IORING_SETUP_DEFER_TASKRUN,
@@ -8,6 +9,7 @@ import {
 import { Ring } from "../../src/uring/ring.js";
 
 const rounds = Number(process.argv[2] ?? 200_000);
+const timeoutNs = Number(process.argv[3] ?? 100_000_000);
 const ring = new Ring({
   entries: 256,
   cqEntries: 512,
@@ -21,7 +23,7 @@ const run = (n: number) => {
   for (let i = 0; i < n; i++) {
     const off = ring.sqeOrSubmit();
     ring.prepNop(off, i & 0xffff);
-    ring.submitAndWaitFor(100_000_000);
+    ring.submitAndWaitFor(timeoutNs);
     ring.reap(onCqe);
   }
 };
@@ -34,5 +36,5 @@ const c = process.cpuUsage(c0);
 const cpuUs = (c.user + c.system) / rounds;
 ring.close();
 console.log(
-  `ublk-ts Ring: ${rounds} rounds, ${us.toFixed(2)} us per round (CPU ${cpuUs.toFixed(2)} us; ${seen} CQEs)`,
+  `ublk-ts Ring, wait timeout ${timeoutNs} ns: ${rounds} rounds, ${us.toFixed(2)} us per round (CPU ${cpuUs.toFixed(2)} us; ${seen} CQEs)`,
 );
