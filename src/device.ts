@@ -276,6 +276,24 @@ export class UblkDevice {
     if (flags & U.UBLK_F_USER_COPY) flags &= ~U.UBLK_F_NEED_GET_DATA;
     const integrity = integrityFormat(params);
     if (integrity) flags |= U.UBLK_F_INTEGRITY;
+    if (flags & U.UBLK_F_BATCH_IO) {
+      // The driver has no NEED_GET_DATA with batched commands: such a target copies through the tag's
+      // buffer. Its other data paths are not served in batches here.
+      flags &= ~U.UBLK_F_NEED_GET_DATA;
+      const other = flags & (U.UBLK_F_USER_COPY | U.UBLK_F_SUPPORT_ZERO_COPY | U.UBLK_F_AUTO_BUF_REG);
+      if (other) {
+        await target.close?.(setup);
+        const asked =
+          (opts.flags ?? 0) & other
+            ? ""
+            : integrity
+              ? " (integrity metadata moves by user copy)"
+              : ` (the ${target.name} target asks for it)`;
+        throw new DeviceError(
+          `batched IO commands (-b) run on the copying data path only, not with ${U.featureNames(other).join(", ")}${asked}`,
+        );
+      }
+    }
     const ctrl = await ControlDevice.open();
     let info: DevInfo;
     try {
@@ -310,7 +328,8 @@ export class UblkDevice {
           U.UBLK_F_ZONED |
           U.UBLK_F_SUPPORT_ZERO_COPY |
           U.UBLK_F_AUTO_BUF_REG |
-          U.UBLK_F_INTEGRITY);
+          U.UBLK_F_INTEGRITY |
+          U.UBLK_F_BATCH_IO);
       if (missing)
         throw new DeviceError(
           `this ublk driver does not support ${U.featureNames(missing).join(" and ")} (see 'ublk features')`,

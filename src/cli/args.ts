@@ -94,6 +94,8 @@ const FLAGS: Record<string, string> = {
   "--no_auto_part_scan": "no_auto_part_scan",
   "--auto_zc": "auto_zc",
   "--auto_zc_fallback": "auto_zc_fallback",
+  "-b": "batch",
+  "--batch": "batch",
   "--tls": "tls",
   "--integrity_capable": "integrity_capable",
   "--integrity_reftag": "integrity_reftag",

@@ -166,6 +166,20 @@ export function specFromArgs(args: ParsedArgs): AddSpec {
   }
   if (zeroCopy && (options.user_copy === "1" || options.need_get_data === "1"))
     throw new UsageError("zero copy (-z, --auto_zc) moves no data through the daemon: drop -u and -g");
+  // Batched IO commands (UBLK_F_BATCH_IO) are served on the copying data path: a buffer per tag.
+  if (flags.has("batch")) {
+    const other = [
+      options.need_get_data === "1" && "-g",
+      options.user_copy === "1" && "-u",
+      options.zero_copy === "1" && "-z",
+      flags.has("auto_zc") && "--auto_zc",
+    ].filter(Boolean);
+    if (other.length > 0)
+      throw new UsageError(
+        `-b (batched IO commands) runs on the copying data path (a buffer per tag): drop ${other.join(" ")}`,
+      );
+    ublkFlags |= U.UBLK_F_BATCH_IO;
+  }
   if (options.uring_comp === "1") ublkFlags |= U.UBLK_F_URING_CMD_COMP_IN_TASK;
   // As kublk: -e 1 is recovery whose IO fails at once while no daemon serves, instead of waiting.
   if (options.recovery_fail_io === "1") ublkFlags |= U.UBLK_F_USER_RECOVERY | U.UBLK_F_USER_RECOVERY_FAIL_IO;

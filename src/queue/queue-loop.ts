@@ -18,6 +18,7 @@ import {
   IORING_SETUP_SINGLE_ISSUER,
 } from "../uring/constants.js";
 import { Ring } from "../uring/ring.js";
+import { BatchCommands, KIND_BATCH } from "./batch-commands.js";
 import { BufferPool, type PooledBuffer } from "./buffer-pool.js";
 import { CmdSqeWriter } from "./cmd-sqe.js";
 import { type IntegrityLayout, QueueIntegrity } from "./integrity.js";
@@ -44,6 +45,7 @@ const KIND_INTEGRITY_IN = 5;
 const KIND_INTEGRITY_OUT = 6;
 /** The blocking loop's yield timer (YieldTick). */
 const KIND_TICK = 7;
+// KIND_BATCH (8): batch-commands.ts.
 const TAG_MASK = 0xffff;
 
 // Per-tag state flags.
@@ -118,6 +120,8 @@ export class QueueLoop<S = unknown> implements QueueContext<S> {
   private readonly autoBufReg: boolean;
   /** UBLK_F_INTEGRITY (with user copy): each request's metadata, moved beside its data. */
   private readonly integrity: QueueIntegrity | null;
+  /** UBLK_F_BATCH_IO: tags come from one multishot fetch and results go back in batches. */
+  private readonly batch: BatchCommands | null = null;
   private live = 0; // tags not yet aborted
   private flushScheduled = false;
   /** Target Promises not yet settled: while any is, the event loop drives wake-ups. */
@@ -184,6 +188,13 @@ export class QueueLoop<S = unknown> implements QueueContext<S> {
       this.onSettled.push((res) => this.settleAsync(tag, res));
       this.onFailed.push((err) => this.settleAsync(tag, this.errorResult(err)));
     }
+    if (cfg.flags & U.UBLK_F_BATCH_IO)
+      this.batch = new BatchCommands(this.ring, cfg.charFd, cfg.qid, cfg.depth, {
+        dispatch: (tag) => this.dispatch(tag),
+        bufferAddress: (tag) => this.requests[tag].address,
+        ended: () => this.batchEnded(),
+        log: this.log,
+      });
   }
 
   userData(tag: number, sub = 0): number {
@@ -193,9 +204,14 @@ export class QueueLoop<S = unknown> implements QueueContext<S> {
   /** Arms every tag with FETCH_REQ and starts serving on this thread's event loop. */
   async start(): Promise<void> {
     await this.target.initQueue?.(this);
-    for (let tag = 0; tag < this.depth; tag++)
-      this.sendCmd(tag, U.UBLK_U_IO_FETCH_REQ, 0, this.bufferAddr(tag));
-    this.live = this.depth;
+    if (this.batch !== null) {
+      this.batch.start(this.onCqe);
+      this.live = 1; // until the fetch is gone and everything taken is committed
+    } else {
+      for (let tag = 0; tag < this.depth; tag++)
+        this.sendCmd(tag, U.UBLK_U_IO_FETCH_REQ, 0, this.bufferAddr(tag));
+      this.live = this.depth;
+    }
     this.ring.submit();
     if (ALWAYS_EVENT_LOOP) this.enterEventMode();
     else this.scheduleSync();
@@ -217,7 +233,13 @@ export class QueueLoop<S = unknown> implements QueueContext<S> {
       const tick = this.tick;
       for (let batch = 0; batch < BATCHES_PER_YIELD; batch++) {
         if (!TIMEOUT_PER_WAIT && !tick.armed) tick.arm();
-        const woke = ring.submitAndWaitFor(TIMEOUT_PER_WAIT ? IDLE_YIELD_NS : 0);
+        this.batch?.flush();
+        // Batch commits post a CQE each as they are submitted: wait for one more than those.
+        const woke = ring.submitAndWaitFor(
+          TIMEOUT_PER_WAIT ? IDLE_YIELD_NS : 0,
+          0,
+          1 + (this.batch?.cqesOwed ?? 0),
+        );
         this.recycleBuffers();
         if (!woke && ring.ready === 0) break;
         ring.reap(this.onCqe);
@@ -243,6 +265,7 @@ export class QueueLoop<S = unknown> implements QueueContext<S> {
       this.polling = true;
     }
     // CQEs posted before the eventfd was watched signal nothing: look once now.
+    this.batch?.flush();
     this.ring.submit();
     if (this.ring.ready > 0) this.scheduleFlush();
   }
@@ -251,13 +274,14 @@ export class QueueLoop<S = unknown> implements QueueContext<S> {
     // Reap, dispatch, then one enter for all commits; loop while the kernel has more for us.
     do {
       this.ring.reap(this.onCqe);
+      this.batch?.flush();
       this.ring.submit();
       this.recycleBuffers();
     } while (this.ring.ready > 0);
     if (this.live === 0) this.finish();
   };
 
-  private onCqe = (userData: number, res: number): void => {
+  private onCqe = (userData: number, res: number, flags: number): void => {
     const tag = userData & TAG_MASK;
     const kind = (userData >>> 16) & 0xff;
     if (kind === KIND_CMD) {
@@ -300,6 +324,8 @@ export class QueueLoop<S = unknown> implements QueueContext<S> {
       }
     } else if (kind === KIND_TICK) {
       this.tick.onCqe();
+    } else if (kind === KIND_BATCH) {
+      this.batch?.onCqe(userData, res, flags);
     } else if (kind === KIND_BUF_CMD) {
       if (this.errorsLogged++ < 5)
         this.log(`ublk${this.devId} queue ${this.qid}: tag ${tag} buffer (un)register failed: errno ${-res}`);
@@ -431,7 +457,8 @@ export class QueueLoop<S = unknown> implements QueueContext<S> {
       this.tagState[tag] &= ~TAG_REGISTERED;
       prepBufferCmd(this.ring, this.cfg.charFd, false, this.qid, tag, (KIND_BUF_CMD << 16) | tag);
     }
-    if (this.userCopy) this.commitUserCopy(req, res);
+    if (this.batch !== null) this.batch.commit(tag, res);
+    else if (this.userCopy) this.commitUserCopy(req, res);
     else
       this.sendCmd(
         tag,
@@ -491,6 +518,7 @@ export class QueueLoop<S = unknown> implements QueueContext<S> {
   private flush = (): void => {
     this.flushScheduled = false;
     if (this.ring.isClosed) return;
+    this.batch?.flush();
     if (this.ring.pending > 0) this.ring.submit();
     this.recycleBuffers();
     if (this.ring.ready > 0) this.onWake();
@@ -514,6 +542,12 @@ export class QueueLoop<S = unknown> implements QueueContext<S> {
     if (this.autoBufReg) this.cmds.write(tag, cmdOp, result, 0, addr, (KIND_CMD << 16) | tag);
     else this.cmds.write(tag, cmdOp, result, addr, 0, (KIND_CMD << 16) | tag);
     this.tagState[tag] |= TAG_CMD_INFLIGHT;
+  }
+
+  /** Batch mode: the fetch ended for good and all that was taken is committed. */
+  private batchEnded(): void {
+    this.live = 0;
+    if (!this.inSyncLoop) queueMicrotask(() => this.finish());
   }
 
   /** The driver gave the tag back for good (UBLK_IO_RES_ABORT when the device stops). */

@@ -29,6 +29,8 @@ export const IORING_OP_URING_CMD = 46;
 export const IOSQE_FIXED_FILE = 1 << 0;
 export const IOSQE_IO_LINK = 1 << 2;
 export const IOSQE_ASYNC = 1 << 4;
+/** Take the operation's buffer from a provided buffer ring (sqe->buf_group). */
+export const IOSQE_BUFFER_SELECT = 1 << 5;
 /** No CQE when the operation succeeds (failures still post one). */
 export const IOSQE_CQE_SKIP_SUCCESS = 1 << 6;
 
@@ -37,6 +39,19 @@ export const IORING_REGISTER_FILES = 2;
 export const IORING_REGISTER_BUFFERS2 = 15;
 /** struct io_uring_rsrc_register.flags: a table of empty slots. */
 export const IORING_RSRC_REGISTER_SPARSE = 1 << 0;
+/** struct io_uring_buf_reg: a ring of provided buffers, `bgid` being its group. */
+export const IORING_REGISTER_PBUF_RING = 22;
+export const IORING_UNREGISTER_PBUF_RING = 23;
+
+/** sqe->uring_cmd_flags: the command posts a CQE per event into provided buffers (Linux 6.18). */
+export const IORING_URING_CMD_MULTISHOT = 1 << 1;
+
+// cqe->flags
+/** The CQE used a provided buffer; its id is flags >> IORING_CQE_BUFFER_SHIFT. */
+export const IORING_CQE_F_BUFFER = 1 << 0;
+/** A multishot operation stays armed: more CQEs follow. */
+export const IORING_CQE_F_MORE = 1 << 1;
+export const IORING_CQE_BUFFER_SHIFT = 16;
 
 export const IORING_FSYNC_DATASYNC = 1 << 0;
 /** rw_flags: per-IO O_DSYNC, used to honour FUA. */

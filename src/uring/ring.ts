@@ -135,9 +135,16 @@ export class Ring {
   /**
    * Submits pending SQEs and blocks this thread until a CQE is ready or `timeoutNs` passes: the one
    * system call of a synchronous serving loop. Returns false when the wait timed out or was interrupted.
+   * `minComplete` > 1 when some CQEs are already owed by what is submitted (and must not end the wait).
    */
-  submitAndWaitFor(timeoutNs: number, flags = 0): boolean {
-    const ret = native.ringEnter(this.handle, this.pending, 1, flags | C.IORING_ENTER_GETEVENTS, timeoutNs);
+  submitAndWaitFor(timeoutNs: number, flags = 0, minComplete = 1): boolean {
+    const ret = native.ringEnter(
+      this.handle,
+      this.pending,
+      minComplete,
+      flags | C.IORING_ENTER_GETEVENTS,
+      timeoutNs,
+    );
     if (ret >= 0) return true;
     if (ret === -62 || ret === -4 || ret === -11 || ret === -16) return false; // ETIME, EINTR, EAGAIN, EBUSY
     throw new RingError(-ret, `io_uring_enter failed: errno ${-ret}`);
@@ -290,6 +297,31 @@ export class Ring {
     const arg = new Int32Array(fds);
     const rc = native.ringRegister(this.handle, C.IORING_REGISTER_FILES, arg.buffer, fds.length);
     if (rc < 0) throw new RingError(-rc, `IORING_REGISTER_FILES (${fds.length}) failed: errno ${-rc}`);
+  }
+
+  /**
+   * Registers `entries` (a power of two) provided buffers at `ringAddr` (page-aligned memory of
+   * entries x 16 bytes, struct io_uring_buf; the ring's tail is the u16 at byte 14) as buffer group
+   * `bgid`. Setup-time; throws with the errno on failure.
+   */
+  registerBufRing(bgid: number, ringAddr: number, entries: number, flags = 0): void {
+    const arg = new ArrayBuffer(40); // struct io_uring_buf_reg { ring_addr, ring_entries, bgid, flags, resv[3] }
+    const v = new DataView(arg);
+    v.setUint32(0, ringAddr >>> 0, true);
+    v.setUint32(4, Math.floor(ringAddr / 0x100000000), true);
+    v.setUint32(8, entries, true);
+    v.setUint16(12, bgid, true);
+    v.setUint16(14, flags, true);
+    const rc = native.ringRegister(this.handle, C.IORING_REGISTER_PBUF_RING, arg, 1);
+    if (rc < 0) throw new RingError(-rc, `IORING_REGISTER_PBUF_RING (group ${bgid}) failed: errno ${-rc}`);
+  }
+
+  /** Drops buffer group `bgid` (its memory stays the caller's). Throws with the errno on failure. */
+  unregisterBufRing(bgid: number): void {
+    const arg = new ArrayBuffer(40);
+    new DataView(arg).setUint16(12, bgid, true);
+    const rc = native.ringRegister(this.handle, C.IORING_UNREGISTER_PBUF_RING, arg, 1);
+    if (rc < 0) throw new RingError(-rc, `IORING_UNREGISTER_PBUF_RING (group ${bgid}) failed: errno ${-rc}`);
   }
 
   prepFsync(off: number, fd: number, fsyncFlags: number, userData: number): void {

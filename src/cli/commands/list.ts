@@ -1,6 +1,7 @@
 // ublk list: one block per device, from the driver (GET_DEV_INFO, GET_PARAMS) and the daemon's state.
 import { ControlDevice, type DevInfo, listDevIds } from "../../ctrl/control.js";
 import { UblkError } from "../../ctrl/errors.js";
+import { featureNames } from "../../uapi/ublk_cmd.js";
 import { intOption, type ParsedArgs } from "../args.js";
 import { formatDevice, formatParams, stateName } from "../format.js";
 import { readState } from "../state.js";
@@ -43,6 +44,7 @@ export async function list(args: ParsedArgs): Promise<number> {
         continue;
       }
       let text = formatDevice(info, params, queues);
+      if (args.flags.has("verbose")) text += `\tflags ${featureNames(info.flags).join(" ")}\n`;
       if (args.flags.has("verbose") && params) text += formatParams(params);
       if (args.flags.has("verbose") && state?.targetInfo) {
         const details = Object.entries(state.targetInfo).map(([k, v]) => ` ${k} ${v}`);
