@@ -1,6 +1,11 @@
 // What the host side (run.ts), the guest side (guest.ts) and the report (report.ts) agree on: the
 // flags, the fio jobs, the device configurations and the shape of the results.
-import { UBLK_F_AUTO_BUF_REG, UBLK_F_SUPPORT_ZERO_COPY, UBLK_F_USER_COPY } from "../src/uapi/ublk_cmd.js";
+import {
+  UBLK_F_AUTO_BUF_REG,
+  UBLK_F_BATCH_IO,
+  UBLK_F_SUPPORT_ZERO_COPY,
+  UBLK_F_USER_COPY,
+} from "../src/uapi/ublk_cmd.js";
 import { type Peer, type PeerSpecError, parsePeer, peerToArg } from "./peers.js";
 
 export interface BenchOptions {
@@ -175,24 +180,28 @@ const NEWER_DATA_PATHS: Variant[] = [
   { flags: ["--auto_zc"], needs: UBLK_F_AUTO_BUF_REG },
 ];
 
+/** Batched IO commands (copying data path): next to the per-tag rows, where the driver has them. */
+const BATCH: Variant = { flags: ["-b"], needs: UBLK_F_BATCH_IO };
+
 /** Measured in this order. */
 export const BENCH_KINDS: readonly BenchKind[] = [
   {
     kind: "null",
     reference: "null_blk",
     referencePerQueues: true,
-    variants: [{ flags: [] }, { flags: ["-g"] }, ...NEWER_DATA_PATHS],
+    variants: [{ flags: [] }, BATCH, { flags: ["-g"] }, ...NEWER_DATA_PATHS],
     peers: true,
   },
   {
     kind: "loop",
     reference: "loop (kernel)",
     referencePerQueues: false,
-    variants: [{ flags: [] }, ...NEWER_DATA_PATHS],
+    variants: [{ flags: [] }, BATCH, ...NEWER_DATA_PATHS],
     peers: true,
   },
-  // The ram target always runs with NEED_GET_DATA: -g says so in the label.
-  { kind: "ram", reference: "brd", referencePerQueues: false, variants: [{ flags: ["-g"] }] },
+  // The ram target runs with NEED_GET_DATA (-g says so in the label); with -b the driver offers none,
+  // and the target copies through the tag's buffer.
+  { kind: "ram", reference: "brd", referencePerQueues: false, variants: [{ flags: ["-g"] }, BATCH] },
   // Two tmpfs files, 64K chunks; the kernel's dm-stripe reaches the files through loop devices.
   { kind: "stripe", reference: "dm-stripe", referencePerQueues: false, variants: [{ flags: [] }] },
   // Both against one nbdkit memory export over a Unix socket; ublk-ts -q N opens N connections.
