@@ -278,9 +278,9 @@ export class UblkDevice {
     if (integrity) flags |= U.UBLK_F_INTEGRITY;
     if (flags & U.UBLK_F_BATCH_IO) {
       // The driver has no NEED_GET_DATA with batched commands: such a target copies through the tag's
-      // buffer. Its other data paths are not served in batches here.
+      // buffer. User copy is not served in batches here.
       flags &= ~U.UBLK_F_NEED_GET_DATA;
-      const other = flags & (U.UBLK_F_USER_COPY | U.UBLK_F_SUPPORT_ZERO_COPY | U.UBLK_F_AUTO_BUF_REG);
+      const other = flags & U.UBLK_F_USER_COPY;
       if (other) {
         await target.close?.(setup);
         const asked =
@@ -290,7 +290,7 @@ export class UblkDevice {
               ? " (integrity metadata moves by user copy)"
               : ` (the ${target.name} target asks for it)`;
         throw new DeviceError(
-          `batched IO commands (-b) run on the copying data path only, not with ${U.featureNames(other).join(", ")}${asked}`,
+          `batched IO commands (-b) do not run with ${U.featureNames(other).join(", ")} here${asked}`,
         );
       }
     }

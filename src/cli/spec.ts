@@ -166,17 +166,13 @@ export function specFromArgs(args: ParsedArgs): AddSpec {
   }
   if (zeroCopy && (options.user_copy === "1" || options.need_get_data === "1"))
     throw new UsageError("zero copy (-z, --auto_zc) moves no data through the daemon: drop -u and -g");
-  // Batched IO commands (UBLK_F_BATCH_IO) are served on the copying data path: a buffer per tag.
+  // Batched IO commands (UBLK_F_BATCH_IO): the copying data path and zero copy. The driver has no
+  // NEED_GET_DATA with them, and user copy is not served in batches here.
   if (flags.has("batch")) {
-    const other = [
-      options.need_get_data === "1" && "-g",
-      options.user_copy === "1" && "-u",
-      options.zero_copy === "1" && "-z",
-      flags.has("auto_zc") && "--auto_zc",
-    ].filter(Boolean);
+    const other = [options.need_get_data === "1" && "-g", options.user_copy === "1" && "-u"].filter(Boolean);
     if (other.length > 0)
       throw new UsageError(
-        `-b (batched IO commands) runs on the copying data path (a buffer per tag): drop ${other.join(" ")}`,
+        `-b (batched IO commands) runs on the copying data path or with zero copy (-z, --auto_zc): drop ${other.join(" ")}`,
       );
     ublkFlags |= U.UBLK_F_BATCH_IO;
   }

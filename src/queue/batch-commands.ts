@@ -11,6 +11,10 @@
 //
 // Serving a request (decode, target, settle) stays the queue loop's; this module only moves tags and
 // results. The driver ties no command to a thread here (io->task is NULL in batch mode).
+//
+// Data paths: copying (each element carries the tag's buffer address), -z (the queue registers the
+// request's pages itself, elements carry nothing more) and --auto_zc (each element names the buffer
+// table slot, = tag, the driver registers the next request into). User copy is not served in batches.
 import * as U from "../uapi/ublk_cmd.js";
 import {
   IORING_CQE_BUFFER_SHIFT,
@@ -46,6 +50,10 @@ export interface BatchQueue {
   dispatch(tag: number): void;
   /** The tag's IO buffer (the copying data path). */
   bufferAddress(tag: number): number;
+  /** UBLK_BATCH_F_* of every PREP and COMMIT: HAS_BUF_ADDR on the copying path, else 0 or (--auto_zc) AUTO_BUF_REG_FALLBACK. */
+  readonly elementFlags: number;
+  /** --auto_zc: elements carry the buffer table slot (the tag). */
+  readonly autoBufReg: boolean;
   /** The fetch is gone for good and every request taken was committed: the queue is done. */
   ended(): void;
   log(message: string): void;
@@ -69,7 +77,7 @@ export class BatchCommands {
     private readonly queue: BatchQueue,
   ) {
     this.tags = new TagBufferRing(ring, FETCH_GROUP, depth);
-    this.elements = new ElementBuffers(U.ublkBatchElemBytes(U.UBLK_BATCH_F_HAS_BUF_ADDR), depth);
+    this.elements = new ElementBuffers(U.ublkBatchElemBytes(queue.elementFlags), depth);
   }
 
   /**
@@ -85,7 +93,7 @@ export class BatchCommands {
    * (submitted with the caller's next submit). `other` gets any unrelated CQE reaped meanwhile.
    */
   start(other: (userData: number, res: number, flags: number) => void): void {
-    for (let tag = 0; tag < this.depth; tag++) this.elements.add(tag, 0, this.queue.bufferAddress(tag));
+    for (let tag = 0; tag < this.depth; tag++) this.add(tag, 0);
     const prep = this.elements.take() as ElementBatch;
     this.prepCommand(U.UBLK_U_IO_PREP_IO_CMDS, OP_PREP, prep);
     let result = Number.NaN;
@@ -106,7 +114,12 @@ export class BatchCommands {
   /** A request's result: it goes to the driver with the others of this wake-up (flush()). */
   commit(tag: number, result: number): void {
     this.serving--;
-    this.elements.add(tag, result, this.queue.bufferAddress(tag));
+    this.add(tag, result);
+  }
+
+  private add(tag: number, result: number): void {
+    const slot = this.queue.autoBufReg ? tag : 0;
+    this.elements.add(tag, result, this.queue.bufferAddress(tag), slot);
   }
 
   /** Prepares the COMMIT_IO_CMDS of everything committed since the last flush, if anything was. */
@@ -188,7 +201,7 @@ export class BatchCommands {
     const bytes = batch.count * this.elements.elemBytes;
     ring.setU64(off + SQE_ADDR, batch.address);
     ring.sqeView.setUint32(off + SQE_LEN, bytes, true);
-    this.setBatchHeader(off, U.UBLK_BATCH_F_HAS_BUF_ADDR, batch.count, this.elements.elemBytes);
+    this.setBatchHeader(off, this.queue.elementFlags, batch.count, this.elements.elemBytes);
     this.owed++;
   }
 

@@ -1,6 +1,6 @@
 // The element buffers of UBLK_U_IO_PREP_IO_CMDS and UBLK_U_IO_COMMIT_IO_CMDS: one struct
-// ublk_elem_header per request (tag, buffer index, result), followed by the request's buffer address
-// on the copying data path (UBLK_BATCH_F_HAS_BUF_ADDR). The commits of one wake-up fill one buffer,
+// ublk_elem_header per request (tag, buffer index for --auto_zc, result), followed by the request's
+// buffer address on the copying data path (UBLK_BATCH_F_HAS_BUF_ADDR). The commits of one wake-up fill one buffer,
 // which stays the kernel's until the command's CQE says how much of it the driver took.
 //
 // A COMMIT_IO_CMDS CQE carries the bytes of elements the driver committed, in order. It stops at the
@@ -62,14 +62,14 @@ export class ElementBuffers {
   }
 
   /** Appends one request's element; `bufAddr` is written only when elements carry an address. */
-  add(tag: number, result: number, bufAddr = 0): void {
+  add(tag: number, result: number, bufAddr = 0, bufIndex = 0): void {
     if (this.current < 0) this.current = this.acquire();
     const b = this.buffers[this.current];
     if (b.count >= this.capacity) throw new Error(`more than ${this.capacity} elements in one batch`);
     const off = b.count * this.elemBytes;
     const v = b.view;
     v.setUint16(off, tag, true);
-    v.setUint16(off + 2, 0, true);
+    v.setUint16(off + 2, bufIndex, true);
     v.setInt32(off + 4, result, true);
     if (this.elemBytes >= 16) {
       v.setUint32(off + 8, bufAddr >>> 0, true);

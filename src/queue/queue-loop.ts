@@ -192,6 +192,12 @@ export class QueueLoop<S = unknown> implements QueueContext<S> {
       this.batch = new BatchCommands(this.ring, cfg.charFd, cfg.qid, cfg.depth, {
         dispatch: (tag) => this.dispatch(tag),
         bufferAddress: (tag) => this.requests[tag].address,
+        elementFlags: !this.zeroCopy
+          ? U.UBLK_BATCH_F_HAS_BUF_ADDR
+          : this.autoBufReg && cfg.autoBufRegFallback
+            ? U.UBLK_BATCH_F_AUTO_BUF_REG_FALLBACK
+            : 0,
+        autoBufReg: this.autoBufReg,
         ended: () => this.batchEnded(),
         log: this.log,
       });

@@ -29,7 +29,7 @@ usage: ublk <command> [options]
            loop, null), --auto_zc the same with the driver registering the buffers (7.3),
            --auto_zc_fallback: requests the driver could not register are registered by the queue
         -b, --batch: batched IO commands (7.3): each queue fetches and commits many requests per
-           command; the copying data path (not with -g, -u, -z, --auto_zc)
+           command; the copying data path or zero copy (-z, --auto_zc), not with -g or -u
         nbd options:   --host HOST [--port PORT] | --socket PATH, [--export NAME]
                        [--connections N] (one per queue; default 1) [--timeout SECONDS] (default 30:
                        how long IO waits for a lost server while it reconnects); --tls is refused
