@@ -15,6 +15,8 @@ import { integrityFormat, integrityFormatOf, integrityLayout, integrityRefusal }
 import type { IntegrityLayout } from "./queue/integrity.js";
 import { queueThreadCpus } from "./queue/placement.js";
 import type { QueueWorkerData, QueueWorkerMessage } from "./queue/worker.js";
+import { openSharedFile, SharedMemory, type SharedMemoryOptions } from "./shared-memory.js";
+import { shmemSocketPath } from "./shmem-socket.js";
 import { loadTarget, targetModuleUrl } from "./targets/registry.js";
 import type { Target, TargetOptions, TargetSetup } from "./targets/target.js";
 import * as U from "./uapi/ublk_cmd.js";
@@ -34,6 +36,8 @@ export interface DeviceOptions {
   /** With UBLK_F_AUTO_BUF_REG: ask the driver to hand over requests whose buffer it could not register. */
   autoBufRegFallback?: boolean;
   params?: DeviceParamOverrides;
+  /** With UBLK_F_SHMEM_ZC: the shared memory to register (--htlb) and how. */
+  shmem?: SharedMemoryOptions;
   log?: (message: string) => void;
 }
 
@@ -148,6 +152,7 @@ async function prepareQueues(
   log: (m: string) => void,
   autoBufRegFallback = false,
   integrity?: IntegrityLayout,
+  shmemTable?: SharedArrayBuffer,
 ): Promise<void> {
   for (let qid = 0; qid < info.nrHwQueues; qid++) {
     const cpus = queueThreadCpus(await ctrl.getQueueAffinity(info.devId, qid));
@@ -160,6 +165,7 @@ async function prepareQueues(
       flags: info.flags,
       autoBufRegFallback,
       integrity,
+      shmemTable,
     };
     threads.push(new QueueThread({ cfg, targetUrl, state: setup.state, cpus }, log));
   }
@@ -222,6 +228,8 @@ export class UblkDevice {
     private readonly charFd: number,
     private readonly threads: QueueThread[],
     private readonly log: (m: string) => void,
+    /** --shmem_zc: the registered shared memory and its socket. */
+    private readonly shmem: SharedMemory | null = null,
   ) {
     this.ended = Promise.all(threads.map((t) => t.exited)).then(() => {});
     this.currentSize = sizeBytes;
@@ -237,6 +245,15 @@ export class UblkDevice {
 
   get charDevice(): string {
     return `/dev/ublkc${this.info.devId}`;
+  }
+
+  /** --shmem_zc: where applications send their memory, and the file registered at start. */
+  get sharedMemoryInfo(): Record<string, string> {
+    if (!this.shmem) return {};
+    return {
+      shmem_socket: shmemSocketPath(this.devId),
+      ...(this.shmem.file ? { shmem_file: this.shmem.file } : {}),
+    };
   }
 
   static async create(opts: DeviceOptions): Promise<UblkDevice> {
@@ -269,6 +286,13 @@ export class UblkDevice {
         `the ${target.name} target needs the requests' bytes: it cannot run with zero copy (-z, --auto_zc)`,
       );
     }
+    const shmemZc = ((opts.flags ?? 0) & U.UBLK_F_SHMEM_ZC) !== 0;
+    if (shmemZc && !target.shmemZeroCopy) {
+      await target.close?.(setup);
+      throw new DeviceError(
+        `the ${target.name} target cannot serve requests from shared memory (--shmem_zc): loop and null can`,
+      );
+    }
     // With zero copy the user's choice wins over a target's own NEED_GET_DATA (its mapped-memory path).
     let flags = (opts.flags ?? 0) | ((setup.flags ?? 0) & (zeroCopy ? ~U.UBLK_F_NEED_GET_DATA : ~0));
     // A target that serves from its own memory asks for NEED_GET_DATA; with user copy the queue copies
@@ -278,6 +302,7 @@ export class UblkDevice {
     if (integrity) flags |= U.UBLK_F_INTEGRITY;
     const ctrl = await ControlDevice.open();
     let info: DevInfo;
+    let shmemFile: { fd: number; size: number } | null = null;
     try {
       flags = chooseFlags(flags, await ctrl.getFeatures());
       if (integrity) {
@@ -285,6 +310,8 @@ export class UblkDevice {
         await target.openIntegrity?.(setup, integrity);
         params = mergeParams(setup.params, opts.params);
       }
+      if (shmemZc && opts.shmem?.file)
+        shmemFile = openSharedFile(opts.shmem.file, opts.shmem.readOnly === true);
       info = await ctrl.addDev({
         devId: opts.devId ?? -1,
         nrHwQueues: queues,
@@ -293,6 +320,7 @@ export class UblkDevice {
         flags,
       });
     } catch (err) {
+      if (shmemFile) closeSync(shmemFile.fd);
       ctrl.close();
       await target.close?.(setup);
       throw err;
@@ -301,6 +329,7 @@ export class UblkDevice {
     const devId = info.devId;
     let charFd = -1;
     const threads: QueueThread[] = [];
+    const shmem = shmemZc ? new SharedMemory(ctrl, devId, log, opts.shmem?.file) : null;
     try {
       // The driver silently drops flags it does not know.
       const missing =
@@ -310,13 +339,20 @@ export class UblkDevice {
           U.UBLK_F_ZONED |
           U.UBLK_F_SUPPORT_ZERO_COPY |
           U.UBLK_F_AUTO_BUF_REG |
-          U.UBLK_F_INTEGRITY);
+          U.UBLK_F_INTEGRITY |
+          U.UBLK_F_SHMEM_ZC);
       if (missing)
         throw new DeviceError(
           `this ublk driver does not support ${U.featureNames(missing).join(" and ")} (see 'ublk features')`,
         );
       charFd = await openCharDev(devId, info.flags);
       await ctrl.setParams(devId, toUblkParams(params, setup.size, info.maxIoBufBytes));
+      // Before the device starts no request can come, so REG_BUF need not freeze the queue.
+      if (shmem && shmemFile && opts.shmem?.file) {
+        const { fd, size } = shmemFile;
+        shmemFile = null; // the registration owns it now
+        await shmem.register(fd, opts.shmem.file, opts.shmem.readOnly === true, size);
+      }
       await prepareQueues(
         ctrl,
         info,
@@ -326,9 +362,11 @@ export class UblkDevice {
         log,
         opts.autoBufRegFallback,
         integrityLayout(integrity),
+        shmem?.table,
       );
       const queueInfos = await startQueues(threads, charFd);
       await ctrl.startDev(devId, process.pid);
+      if (shmem) log(`shared memory socket: ${await shmem.listen()}`);
       const live = await ctrl.getDevInfo(devId);
       return new UblkDevice(
         live,
@@ -342,10 +380,13 @@ export class UblkDevice {
         charFd,
         threads,
         log,
+        shmem,
       );
     } catch (err) {
       // Leave nothing half-created: drop the queues, release the char device, delete.
       await Promise.all(threads.map((t) => t.close(2000)));
+      await shmem?.close();
+      if (shmemFile) closeSync(shmemFile.fd);
       if (charFd >= 0) closeSync(charFd);
       await ctrl.stopDev(devId).catch(() => {});
       await ctrl.delDev(devId).catch((e: unknown) => log(`cleanup of ublk${devId} failed: ${e}`));
@@ -461,6 +502,7 @@ export class UblkDevice {
    */
   async release(): Promise<void> {
     await Promise.all(this.threads.map((t) => t.close(2000)));
+    await this.shmem?.close();
     closeSync(this.charFd);
     this.ctrl.close();
     await this.target.close?.(this.setup);
@@ -506,6 +548,8 @@ export class UblkDevice {
       this.log(`ublk${this.devId}: queues did not end within ${timeoutMs} ms; closing them`);
       await Promise.all(this.threads.map((t) => t.close(2000)));
     }
+    // The queues are gone: nothing reads the shared buffers any more.
+    await this.shmem?.close();
     closeSync(this.charFd);
     try {
       await this.ctrl.delDev(this.devId);
