@@ -450,6 +450,10 @@ export class QueueLoop<S = unknown> implements QueueContext<S> {
     if (res === 0 && (req.op === U.UBLK_IO_OP_READ || req.op === U.UBLK_IO_OP_WRITE)) res = -EIO;
     else if (res > req.length) res = req.length;
     const shared = req.inRegion;
+    // With a buffer per tag the commit names the tag's buffer (the next request's); with the pool
+    // (NEED_GET_DATA) a READ's commit must name some memory, which the driver leaves alone for a
+    // request in shared memory: the shared address itself.
+    const sharedAddr = shared && this.pool !== null ? req.address : 0;
     req.leaveRegion();
     if (this.tagState[tag] & TAG_REGISTERED) {
       // The driver completes the request once the buffer is unregistered and the commit arrived.
@@ -462,7 +466,7 @@ export class QueueLoop<S = unknown> implements QueueContext<S> {
         tag,
         U.UBLK_U_IO_COMMIT_AND_FETCH_REQ,
         res,
-        this.zeroCopy ? this.bufferAddr(tag) : req.address,
+        this.zeroCopy ? this.bufferAddr(tag) : sharedAddr || req.address,
       );
     // The kernel copies a READ's data out of the buffer while it handles the commit, so the buffer
     // goes back to the pool once that commit has been submitted.
