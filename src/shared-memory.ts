@@ -100,9 +100,14 @@ export class SharedMemory {
       memory = native.mmapFile(fd, 0, size, !readOnly, false);
       const flags = readOnly ? UBLK_SHMEM_BUF_READ_ONLY : 0;
       const index = await this.ctrl.regBuf(this.devId, native.bufferAddress(memory), size, flags);
-      if (index >= REGION_SLOTS) {
+      // Past the table, or close() began while the driver registered it: take it back.
+      if (index >= REGION_SLOTS || this.closing) {
         await this.ctrl.unregBuf(this.devId, index).catch(() => {});
-        throw new SharedMemoryError(`${source}: more than ${REGION_SLOTS} shared memory buffers`);
+        throw new SharedMemoryError(
+          this.closing
+            ? "the device is stopping"
+            : `${source}: more than ${REGION_SLOTS} shared memory buffers`,
+        );
       }
       publishRegion(this.table, index, fd, size, !readOnly);
       this.buffers.set(index, { index, fd, memory, size, source });
