@@ -1,10 +1,11 @@
 // Shared-memory zero copy (--shmem_zc, UBLK_F_SHMEM_ZC): an application's O_DIRECT IO from memory it
-// shares with the daemon reaches the target without a copy. This test is that application: it sends
-// an unnamed tmpfs file (what memfd_create makes) over the device's socket, or maps the --htlb
-// hugetlbfs file, and checks what it writes reads back, through the shared memory and through
-// ordinary memory (the copy path, still served on the same device). The daemon's per-queue count of
-// requests served from shared memory proves which path they took. On a driver without the feature,
-// the one-line refusal.
+// shares with the daemon reaches the target without a copy. fio, its buffers in the --htlb hugetlbfs
+// file, is one such application; this test is another: it sends an unnamed tmpfs file (what
+// memfd_create makes) over the device's socket and checks that what it writes reads back, through
+// the shared memory and through ordinary memory (the copy path, still served on the same device).
+// The daemon's per-queue count of requests served from shared memory proves which path each took
+// (fio runs at queue depth 1 so that no two requests merge). On a driver without the feature, the
+// one-line refusal.
 import assert from "node:assert/strict";
 import { randomFillSync } from "node:crypto";
 import { closeSync, constants, existsSync, ftruncateSync, openSync, readFileSync, rmSync } from "node:fs";
