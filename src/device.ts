@@ -15,6 +15,8 @@ import { integrityFormat, integrityFormatOf, integrityLayout, integrityRefusal }
 import type { IntegrityLayout } from "./queue/integrity.js";
 import { queueThreadCpus } from "./queue/placement.js";
 import type { QueueWorkerData, QueueWorkerMessage } from "./queue/worker.js";
+import { openSharedFile, SharedMemory, type SharedMemoryOptions } from "./shared-memory.js";
+import { shmemSocketPath } from "./shmem-socket.js";
 import { loadTarget, targetModuleUrl } from "./targets/registry.js";
 import type { Target, TargetOptions, TargetSetup } from "./targets/target.js";
 import * as U from "./uapi/ublk_cmd.js";
@@ -34,6 +36,8 @@ export interface DeviceOptions {
   /** With UBLK_F_AUTO_BUF_REG: ask the driver to hand over requests whose buffer it could not register. */
   autoBufRegFallback?: boolean;
   params?: DeviceParamOverrides;
+  /** With UBLK_F_SHMEM_ZC: the shared memory to register (--htlb) and how. */
+  shmem?: SharedMemoryOptions;
   log?: (message: string) => void;
 }
 
@@ -148,6 +152,7 @@ async function prepareQueues(
   log: (m: string) => void,
   autoBufRegFallback = false,
   integrity?: IntegrityLayout,
+  shmemTable?: SharedArrayBuffer,
 ): Promise<void> {
   for (let qid = 0; qid < info.nrHwQueues; qid++) {
     const cpus = queueThreadCpus(await ctrl.getQueueAffinity(info.devId, qid));
@@ -160,6 +165,7 @@ async function prepareQueues(
       flags: info.flags,
       autoBufRegFallback,
       integrity,
+      shmemTable,
     };
     threads.push(new QueueThread({ cfg, targetUrl, state: setup.state, cpus }, log));
   }
@@ -222,6 +228,8 @@ export class UblkDevice {
     private readonly charFd: number,
     private readonly threads: QueueThread[],
     private readonly log: (m: string) => void,
+    /** --shmem_zc: the registered shared memory and its socket. */
+    private readonly shmem: SharedMemory | null = null,
   ) {
     this.ended = Promise.all(threads.map((t) => t.exited)).then(() => {});
     this.currentSize = sizeBytes;
@@ -237,6 +245,15 @@ export class UblkDevice {
 
   get charDevice(): string {
     return `/dev/ublkc${this.info.devId}`;
+  }
+
+  /** --shmem_zc: where applications send their memory, and the file registered at start. */
+  get sharedMemoryInfo(): Record<string, string> {
+    if (!this.shmem) return {};
+    return {
+      shmem_socket: shmemSocketPath(this.devId),
+      ...(this.shmem.file ? { shmem_file: this.shmem.file } : {}),
+    };
   }
 
   static async create(opts: DeviceOptions): Promise<UblkDevice> {
@@ -269,6 +286,13 @@ export class UblkDevice {
         `the ${target.name} target needs the requests' bytes: it cannot run with zero copy (-z, --auto_zc)`,
       );
     }
+    const shmemZc = ((opts.flags ?? 0) & U.UBLK_F_SHMEM_ZC) !== 0;
+    if (shmemZc && !target.shmemZeroCopy) {
+      await target.close?.(setup);
+      throw new DeviceError(
+        `the ${target.name} target cannot serve requests from shared memory (--shmem_zc): loop and null can`,
+      );
+    }
     // With zero copy the user's choice wins over a target's own NEED_GET_DATA (its mapped-memory path).
     let flags = (opts.flags ?? 0) | ((setup.flags ?? 0) & (zeroCopy ? ~U.UBLK_F_NEED_GET_DATA : ~0));
     // A target that serves from its own memory asks for NEED_GET_DATA; with user copy the queue copies
@@ -278,9 +302,9 @@ export class UblkDevice {
     if (integrity) flags |= U.UBLK_F_INTEGRITY;
     if (flags & U.UBLK_F_BATCH_IO) {
       // The driver has no NEED_GET_DATA with batched commands: such a target copies through the tag's
-      // buffer. User copy is not served in batches here.
+      // buffer. User copy and shared-memory requests are not served in batches here.
       flags &= ~U.UBLK_F_NEED_GET_DATA;
-      const other = flags & U.UBLK_F_USER_COPY;
+      const other = flags & (U.UBLK_F_USER_COPY | U.UBLK_F_SHMEM_ZC);
       if (other) {
         await target.close?.(setup);
         const asked =
@@ -296,6 +320,7 @@ export class UblkDevice {
     }
     const ctrl = await ControlDevice.open();
     let info: DevInfo;
+    let shmemFile: { fd: number; size: number } | null = null;
     try {
       flags = chooseFlags(flags, await ctrl.getFeatures());
       if (integrity) {
@@ -303,6 +328,8 @@ export class UblkDevice {
         await target.openIntegrity?.(setup, integrity);
         params = mergeParams(setup.params, opts.params);
       }
+      if (shmemZc && opts.shmem?.file)
+        shmemFile = openSharedFile(opts.shmem.file, opts.shmem.readOnly === true);
       info = await ctrl.addDev({
         devId: opts.devId ?? -1,
         nrHwQueues: queues,
@@ -311,6 +338,7 @@ export class UblkDevice {
         flags,
       });
     } catch (err) {
+      if (shmemFile) closeSync(shmemFile.fd);
       ctrl.close();
       await target.close?.(setup);
       throw err;
@@ -319,6 +347,7 @@ export class UblkDevice {
     const devId = info.devId;
     let charFd = -1;
     const threads: QueueThread[] = [];
+    const shmem = shmemZc ? new SharedMemory(ctrl, devId, log, opts.shmem?.file) : null;
     try {
       // The driver silently drops flags it does not know.
       const missing =
@@ -329,13 +358,20 @@ export class UblkDevice {
           U.UBLK_F_SUPPORT_ZERO_COPY |
           U.UBLK_F_AUTO_BUF_REG |
           U.UBLK_F_INTEGRITY |
-          U.UBLK_F_BATCH_IO);
+          U.UBLK_F_BATCH_IO |
+          U.UBLK_F_SHMEM_ZC);
       if (missing)
         throw new DeviceError(
           `this ublk driver does not support ${U.featureNames(missing).join(" and ")} (see 'ublk features')`,
         );
       charFd = await openCharDev(devId, info.flags);
       await ctrl.setParams(devId, toUblkParams(params, setup.size, info.maxIoBufBytes));
+      // Before the device starts no request can come, so REG_BUF need not freeze the queue.
+      if (shmem && shmemFile && opts.shmem?.file) {
+        const { fd, size } = shmemFile;
+        shmemFile = null; // the registration owns it now
+        await shmem.register(fd, opts.shmem.file, opts.shmem.readOnly === true, size);
+      }
       await prepareQueues(
         ctrl,
         info,
@@ -345,9 +381,11 @@ export class UblkDevice {
         log,
         opts.autoBufRegFallback,
         integrityLayout(integrity),
+        shmem?.table,
       );
       const queueInfos = await startQueues(threads, charFd);
       await ctrl.startDev(devId, process.pid);
+      if (shmem) log(`shared memory socket: ${await shmem.listen()}`);
       const live = await ctrl.getDevInfo(devId);
       return new UblkDevice(
         live,
@@ -361,10 +399,13 @@ export class UblkDevice {
         charFd,
         threads,
         log,
+        shmem,
       );
     } catch (err) {
       // Leave nothing half-created: drop the queues, release the char device, delete.
       await Promise.all(threads.map((t) => t.close(2000)));
+      await shmem?.close();
+      if (shmemFile) closeSync(shmemFile.fd);
       if (charFd >= 0) closeSync(charFd);
       await ctrl.stopDev(devId).catch(() => {});
       await ctrl.delDev(devId).catch((e: unknown) => log(`cleanup of ublk${devId} failed: ${e}`));
@@ -480,6 +521,7 @@ export class UblkDevice {
    */
   async release(): Promise<void> {
     await Promise.all(this.threads.map((t) => t.close(2000)));
+    await this.shmem?.close();
     closeSync(this.charFd);
     this.ctrl.close();
     await this.target.close?.(this.setup);
@@ -525,6 +567,8 @@ export class UblkDevice {
       this.log(`ublk${this.devId}: queues did not end within ${timeoutMs} ms; closing them`);
       await Promise.all(this.threads.map((t) => t.close(2000)));
     }
+    // The queues are gone: nothing reads the shared buffers any more.
+    await this.shmem?.close();
     closeSync(this.charFd);
     try {
       await this.ctrl.delDev(this.devId);

@@ -61,6 +61,8 @@ const VALUE_OPTIONS: Record<string, string> = {
   "--csum_type": "csum_type",
   "--tag_size": "tag_size",
   "--metadata_file": "metadata_file",
+  // shared-memory zero copy
+  "--htlb": "htlb",
 };
 
 const BOOL_KEYS: Record<string, string> = {
@@ -99,6 +101,8 @@ const FLAGS: Record<string, string> = {
   "--tls": "tls",
   "--integrity_capable": "integrity_capable",
   "--integrity_reftag": "integrity_reftag",
+  "--shmem_zc": "shmem_zc",
+  "--rdonly_shmem_buf": "rdonly_shmem_buf",
   "-h": "help",
   "--help": "help",
 };

@@ -49,6 +49,7 @@ export async function runDaemon(
             maxIoBufBytes: spec.maxIoBufBytes,
             flags: spec.flags,
             autoBufRegFallback: spec.autoBufRegFallback,
+            shmem: spec.shmem,
             params: spec.params,
             log,
           });
@@ -63,7 +64,7 @@ export async function runDaemon(
     pid: process.pid,
     spec: { ...spec, devId: dev.devId },
     queues: dev.queues,
-    targetInfo: dev.setup.description ?? {},
+    targetInfo: { ...dev.setup.description, ...dev.sharedMemoryInfo },
   });
   const { toUblkParams } = await import("../ctrl/params.js");
   const text = formatDevice(

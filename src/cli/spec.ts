@@ -180,6 +180,18 @@ export function specFromArgs(args: ParsedArgs): AddSpec {
   // As kublk: -e 1 is recovery whose IO fails at once while no daemon serves, instead of waiting.
   if (options.recovery_fail_io === "1") ublkFlags |= U.UBLK_F_USER_RECOVERY | U.UBLK_F_USER_RECOVERY_FAIL_IO;
   if (flags.has("no_auto_part_scan")) ublkFlags |= U.UBLK_F_NO_AUTO_PART_SCAN;
+  // Shared-memory zero copy, kublk's spellings: --htlb FILE is registered at start, applications
+  // hand over more (memfds) through the device's socket.
+  const shmemZc = flags.has("shmem_zc");
+  if (!shmemZc && (options.htlb !== undefined || flags.has("rdonly_shmem_buf")))
+    throw new UsageError("--htlb and --rdonly_shmem_buf go with --shmem_zc");
+  if (flags.has("rdonly_shmem_buf") && options.htlb === undefined)
+    throw new UsageError("--rdonly_shmem_buf is how --htlb FILE is registered: give --htlb");
+  if (shmemZc && ublkFlags & U.UBLK_F_USER_RECOVERY)
+    throw new UsageError(
+      "--shmem_zc with user recovery (-r/-i/-e) is not supported: a new daemon could not reach the memory the old one registered",
+    );
+  if (shmemZc) ublkFlags |= U.UBLK_F_SHMEM_ZC;
 
   const cpus = availableParallelism();
   // nbd: one connection per queue, so --connections is the queue count (default 1, as nbd-client).
@@ -202,6 +214,9 @@ export function specFromArgs(args: ParsedArgs): AddSpec {
   const params = paramsFrom(options);
   const integrity = integrityFrom(args);
   if (integrity) params.integrity = integrity;
+  // A request in shared memory skips the user copy its metadata would travel with.
+  if (integrity && shmemZc)
+    throw new UsageError("--shmem_zc with integrity metadata is not supported: drop one of them");
   return {
     target: type,
     targetOptions,
@@ -212,6 +227,7 @@ export function specFromArgs(args: ParsedArgs): AddSpec {
     maxIoBufBytes: maxIoBuf,
     flags: ublkFlags,
     autoBufRegFallback: flags.has("auto_zc_fallback") || undefined,
+    shmem: shmemZc ? { file: options.htlb, readOnly: flags.has("rdonly_shmem_buf") || undefined } : undefined,
     params,
   };
 }

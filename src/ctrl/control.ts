@@ -54,6 +54,8 @@ const CMD_NAMES = new Map<number, string>([
   [U.UBLK_U_CMD_UPDATE_SIZE, "UPDATE_SIZE"],
   [U.UBLK_U_CMD_QUIESCE_DEV, "QUIESCE_DEV"],
   [U.UBLK_U_CMD_TRY_STOP_DEV, "TRY_STOP_DEV"],
+  [U.UBLK_U_CMD_REG_BUF, "REG_BUF"],
+  [U.UBLK_U_CMD_UNREG_BUF, "UNREG_BUF"],
 ]);
 
 const NO_DEV = 0xffffffff;
@@ -290,6 +292,27 @@ export class ControlDevice {
   /** TRY_STOP_DEV (UBLK_F_SAFE_STOP_DEV): STOP_DEV unless the disk is open (EBUSY then). */
   async tryStopDev(devId: number): Promise<void> {
     await this.run({ op: U.UBLK_U_CMD_TRY_STOP_DEV, devId });
+  }
+
+  /**
+   * REG_BUF (UBLK_F_SHMEM_ZC): the driver pins the `len` bytes of shared memory mapped at `addr` in
+   * this process (both page-aligned) and from then on flags every request whose pages lie in them;
+   * resolves with the buffer index those requests carry. `flags`: UBLK_SHMEM_BUF_*.
+   */
+  async regBuf(devId: number, addr: number, len: number, flags = 0): Promise<number> {
+    const { res } = await this.run({
+      op: U.UBLK_U_CMD_REG_BUF,
+      devId,
+      len: U.ublk_shmem_buf_reg_LAYOUT.size,
+      fill: (v) =>
+        U.write_ublk_shmem_buf_reg(v, 0, { addr: BigInt(addr), len: BigInt(len), flags, reserved: 0 }),
+    });
+    return res;
+  }
+
+  /** UNREG_BUF: unpins buffer `index`; requests stop matching it. */
+  async unregBuf(devId: number, index: number): Promise<void> {
+    await this.run({ op: U.UBLK_U_CMD_UNREG_BUF, devId, data: index });
   }
 
   async startUserRecovery(devId: number): Promise<void> {

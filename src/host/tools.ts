@@ -45,6 +45,7 @@ export const HOST_TOOLS: readonly HostTool[] = [
   { bin: "losetup", pkg: "mount", uses: RUN, why: "the kernel loop driver, for comparison" },
   { bin: "blockdev", pkg: "util-linux", uses: ["test"] },
   { bin: "blkdiscard", pkg: "util-linux", uses: ["test"] },
+  { bin: "fallocate", pkg: "util-linux", uses: ["test"], why: "the hugetlbfs file of --shmem_zc --htlb" },
   { bin: "taskset", pkg: "util-linux", uses: ["test"], why: "IO through a chosen queue" },
   { bin: "sfdisk", pkg: "fdisk", uses: ["test"], why: "partitions on a device" },
   { bin: "blkzone", pkg: "util-linux", uses: ["test"], why: "zone reports and resets of the zoned target" },

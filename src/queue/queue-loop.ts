@@ -23,6 +23,7 @@ import { BufferPool, type PooledBuffer } from "./buffer-pool.js";
 import { CmdSqeWriter } from "./cmd-sqe.js";
 import { type IntegrityLayout, QueueIntegrity } from "./integrity.js";
 import { NO_BUFFER, Request, route } from "./request.js";
+import { SharedRegions } from "./shmem-zc.js";
 import { dataFromDriver, dataToDriver, prepCopyIn, prepCopyOut } from "./user-copy.js";
 import { YieldTick } from "./yield-tick.js";
 import { autoRegAddr, hasData, prepBufferCmd, ZERO_COPY_FLAGS } from "./zero-copy.js";
@@ -90,6 +91,8 @@ export interface QueueConfig {
   flags: number;
   /** UBLK_F_INTEGRITY: the device's metadata format. */
   integrity?: IntegrityLayout;
+  /** UBLK_F_SHMEM_ZC: the daemon's table of registered shared regions (shmem-zc.ts). */
+  shmemTable?: SharedArrayBuffer;
 }
 
 export class QueueLoop<S = unknown> implements QueueContext<S> {
@@ -122,6 +125,8 @@ export class QueueLoop<S = unknown> implements QueueContext<S> {
   private readonly integrity: QueueIntegrity | null;
   /** UBLK_F_BATCH_IO: tags come from one multishot fetch and results go back in batches. */
   private readonly batch: BatchCommands | null = null;
+  /** --shmem_zc: requests whose data lies in a registered shared region are served from it. */
+  private readonly shared: SharedRegions | null;
   private live = 0; // tags not yet aborted
   private flushScheduled = false;
   /** Target Promises not yet settled: while any is, the event loop drives wake-ups. */
@@ -149,6 +154,7 @@ export class QueueLoop<S = unknown> implements QueueContext<S> {
     });
     this.zeroCopy = (cfg.flags & ZERO_COPY_FLAGS) !== 0;
     this.autoBufReg = (cfg.flags & U.UBLK_F_AUTO_BUF_REG) !== 0;
+    this.shared = cfg.shmemTable ? new SharedRegions(cfg.shmemTable) : null;
     // Room for a command and a target operation per tag (zero copy: a buffer register and
     // unregister too), plus slack for multi-op targets.
     const perTag = this.zeroCopy ? 4 : cfg.integrity ? 3 : 2;
@@ -303,6 +309,12 @@ export class QueueLoop<S = unknown> implements QueueContext<S> {
         // (writeDestination) or a buffer from the pool, taken only now.
         const req = this.requests[tag];
         req.decode(this.iodWords);
+        if (req.flags & U.UBLK_IO_F_SHMEM_ZC) {
+          // In shared memory the driver copies nothing, but it does put this addr in the descriptor:
+          // give it back what names the region, for dispatch to read.
+          this.sendCmd(tag, U.UBLK_U_IO_NEED_GET_DATA, 0, SharedRegions.encodedAddr(req, this.iodWords));
+          return;
+        }
         const dest = this.writeDestination(req);
         if (dest > 0) req.address = dest;
         else if (this.pool !== null && req.pooled === null) req.attach(this.pool.acquire());
@@ -369,6 +381,17 @@ export class QueueLoop<S = unknown> implements QueueContext<S> {
     req.decode(this.iodWords);
     this.integrity?.attach(req);
     this.tagState[tag] |= TAG_SERVING;
+    if (this.shared !== null && req.flags & U.UBLK_IO_F_SHMEM_ZC) {
+      // The data is in a region the application shares with us: no copy, buffer or registration.
+      req.bufIndex = -1;
+      if (this.shared.attach(req, this.iodWords)) this.serve(req);
+      else {
+        if (this.errorsLogged++ < 5)
+          this.log(`ublk${this.devId} queue ${this.qid}: tag ${tag} names no registered shared memory`);
+        this.settle(tag, -EIO);
+      }
+      return;
+    }
     if (this.userCopy && dataFromDriver(req.op) && req.length > 0) {
       // Fetch the data first: into the target's own memory, or a pool buffer.
       const dest = this.writeDestination(req);
@@ -458,19 +481,25 @@ export class QueueLoop<S = unknown> implements QueueContext<S> {
     const req = this.requests[tag];
     if (res === 0 && (req.op === U.UBLK_IO_OP_READ || req.op === U.UBLK_IO_OP_WRITE)) res = -EIO;
     else if (res > req.length) res = req.length;
+    const shared = req.inRegion;
+    // With a buffer per tag the commit names the tag's buffer (the next request's); with the pool
+    // (NEED_GET_DATA) a READ's commit must name some memory, which the driver leaves alone for a
+    // request in shared memory: the shared address itself.
+    const sharedAddr = shared && this.pool !== null ? req.address : 0;
+    req.leaveRegion();
     if (this.tagState[tag] & TAG_REGISTERED) {
       // The driver completes the request once the buffer is unregistered and the commit arrived.
       this.tagState[tag] &= ~TAG_REGISTERED;
       prepBufferCmd(this.ring, this.cfg.charFd, false, this.qid, tag, (KIND_BUF_CMD << 16) | tag);
     }
     if (this.batch !== null) this.batch.commit(tag, res);
-    else if (this.userCopy) this.commitUserCopy(req, res);
+    else if (this.userCopy) this.commitUserCopy(req, res, shared);
     else
       this.sendCmd(
         tag,
         U.UBLK_U_IO_COMMIT_AND_FETCH_REQ,
         res,
-        this.zeroCopy ? this.bufferAddr(tag) : req.address,
+        this.zeroCopy ? this.bufferAddr(tag) : sharedAddr || req.address,
       );
     // The kernel copies a READ's data out of the buffer while it handles the commit, so the buffer
     // goes back to the pool once that commit has been submitted.
@@ -487,13 +516,13 @@ export class QueueLoop<S = unknown> implements QueueContext<S> {
    * User copy: a READ's (or REPORT_ZONES') data goes to the driver by a write on the char device, and
    * the commit is linked behind it, so both go out in the same batch without waiting for the copy.
    */
-  private commitUserCopy(req: Request, res: number): void {
+  private commitUserCopy(req: Request, res: number, shared: boolean): void {
     const tag = req.tag;
     let result = res;
     // The driver completes a REPORT_ZONES request by the bytes committed and requeues any it lacks; its
     // own buffer was zeroed and it trims a larger count to the request's size, so always say "all".
     if (req.nrZones > 0 && res >= 0) result = this.cfg.bufSize;
-    if (res > 0 && dataToDriver(req.op)) {
+    if (res > 0 && dataToDriver(req.op) && !shared) {
       if (this.ring.space < 3) this.ring.submit(); // keep the copies and their commit in one submission
       // Metadata first: linked to the data's copy, which is linked to the commit.
       this.integrity?.prepCopyOut(this.ring, req, res, (KIND_INTEGRITY_OUT << 16) | tag);
@@ -580,6 +609,12 @@ export class QueueLoop<S = unknown> implements QueueContext<S> {
       this.ring.close();
     }
     if (this.iods.byteLength > 0) native.munmapBuffer(this.iods);
+    if (this.shared !== null && !this.shared.isClosed) {
+      this.log(
+        `ublk${this.devId} queue ${this.qid}: ${this.shared.served} requests served from shared memory`,
+      );
+      this.shared.close();
+    }
     Promise.resolve(this.target.closeQueue?.(this))
       .catch((err) => this.log(`ublk${this.devId} queue ${this.qid}: closeQueue failed: ${err}`))
       .finally(() => this.resolveDone());

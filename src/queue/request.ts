@@ -26,14 +26,49 @@ export class Request implements IoRequest {
   /** Set while the request holds a buffer from the pool (NEED_GET_DATA or user copy mode). */
   pooled: PooledBuffer | null = null;
   private view: Uint8Array | null = null;
+  private ownBuffer: Uint8Array;
+  /** Shared-memory zero copy: the region mapping holding this request's data, else null. */
+  private region: ArrayBuffer | null = null;
+  private regionOffset = 0;
+  private ownAddress = 0;
   constructor(
     readonly qid: number,
     readonly tag: number,
-    public buffer: Uint8Array,
+    buffer: Uint8Array,
     public address: number,
     /** The driver takes data from any address at commit time (NEED_GET_DATA or user copy). */
     private readonly anyAddress: boolean,
-  ) {}
+  ) {
+    this.ownBuffer = buffer;
+  }
+  /** The tag's buffer, or the request's bytes in a shared region (made on first use). */
+  get buffer(): Uint8Array {
+    if (this.region !== null && this.view === null)
+      this.view = new Uint8Array(this.region, this.regionOffset, this.length);
+    return this.region === null ? this.ownBuffer : (this.view as Uint8Array);
+  }
+  set buffer(b: Uint8Array) {
+    this.ownBuffer = b;
+  }
+  /** True while the request is served from a shared region (UBLK_IO_F_SHMEM_ZC). */
+  get inRegion(): boolean {
+    return this.region !== null;
+  }
+  /** The data is `length` bytes at `offset` of `region`, mapped at `regionAddress`. */
+  useRegion(region: ArrayBuffer, regionAddress: number, offset: number): void {
+    this.region = region;
+    this.regionOffset = offset;
+    this.view = null;
+    this.ownAddress = this.address;
+    this.address = regionAddress + offset;
+  }
+  /** Back to the tag's buffer, whose address the commit carries (the next request's buffer). */
+  leaveRegion(): void {
+    if (this.region === null) return;
+    this.region = null;
+    this.view = null;
+    this.address = this.ownAddress;
+  }
   /** Fills the request from its descriptor in the queue's mapped iod array (as 32-bit words). */
   decode(w: Uint32Array): void {
     const i = this.tag * (U.ublksrv_io_desc_LAYOUT.size >>> 2);
@@ -49,6 +84,8 @@ export class Request implements IoRequest {
   serveFrom(address: number): void {
     // With a buffer per tag the commit's address is also the next request's buffer, so a WRITE would
     // land in the target's memory: refuse.
+    // The driver copies nothing for a request in shared memory: the data must land in the region.
+    if (this.region !== null) throw new Error("serveFrom() cannot serve a request in shared memory");
     if (!this.anyAddress || this.op !== U.UBLK_IO_OP_READ)
       throw new Error("serveFrom() needs a READ on a device with UBLK_F_NEED_GET_DATA or UBLK_F_USER_COPY");
     this.address = address;
@@ -58,6 +95,7 @@ export class Request implements IoRequest {
     this.appendSector = sector;
   }
   get data(): Uint8Array {
+    if (this.region !== null) return this.buffer;
     if (this.view === null || this.view.length !== this.length || this.view.buffer !== this.buffer.buffer)
       this.view = this.buffer.subarray(0, this.length);
     return this.view;

@@ -104,6 +104,8 @@ function refuseShrinkOverData(path: string, from: number, to: number): void {
 export default defineTarget<LoopState>({
   name: "loop",
   zeroCopy: true,
+  // A request in shared memory is read and written through io_uring, never through the mapping.
+  shmemZeroCopy: true,
 
   open(options) {
     const path = options.file;
@@ -187,8 +189,10 @@ export default defineTarget<LoopState>({
   },
 
   read(req, ctx) {
-    // NEED_GET_DATA (or user copy, which replaces it) lets the data come from the mapping directly.
-    const mapped = ctx.flags & (U.UBLK_F_NEED_GET_DATA | U.UBLK_F_USER_COPY) ? mappedAddress(req, ctx) : 0;
+    // NEED_GET_DATA (or user copy, which replaces it) lets the data come from the mapping directly;
+    // not for a request in shared memory, which the driver does not copy back.
+    const viaDriver = U.UBLK_F_NEED_GET_DATA | U.UBLK_F_USER_COPY;
+    const mapped = ctx.flags & viaDriver && !(req.flags & U.UBLK_IO_F_SHMEM_ZC) ? mappedAddress(req, ctx) : 0;
     if (mapped !== 0) {
       req.serveFrom(mapped);
       return req.length;

@@ -9,6 +9,7 @@ export default defineTarget<null>({
   // Never touches the data, so it runs with zero copy too (-z still registers each buffer, as a
   // server that moved the data would: the cost being measured).
   zeroCopy: true,
+  shmemZeroCopy: true,
   open(options) {
     const size = options.size === undefined ? 250 * 2 ** 30 : parseSize(options.size, "size");
     return {

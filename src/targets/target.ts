@@ -21,7 +21,11 @@ export interface IoRequest {
   readonly tag: number;
   /** UBLK_IO_OP_* */
   readonly op: number;
-  /** UBLK_IO_F_* bits (already shifted, compare with the constants directly). */
+  /**
+   * UBLK_IO_F_* bits (already shifted, compare with the constants directly). With UBLK_IO_F_SHMEM_ZC
+   * (--shmem_zc) the data lies in memory the application shares with the daemon: `buffer`, `data`
+   * and `address` point there, and serveFrom() is refused (the driver copies nothing back).
+   */
   readonly flags: number;
   /** Byte offset on the device. */
   readonly offset: number;
@@ -113,6 +117,12 @@ export interface Target<S = unknown> {
    * touching req.buffer: it may run with zero copy (-z, --auto_zc). Others are refused there.
    */
   readonly zeroCopy?: boolean;
+  /**
+   * The target moves READ/WRITE data only through req.address, req.buffer/req.data (or bufIndex),
+   * and never through serveFrom() or writeDestination's memory for a request flagged
+   * UBLK_IO_F_SHMEM_ZC: it may run with shared-memory zero copy (--shmem_zc). Others are refused there.
+   */
+  readonly shmemZeroCopy?: boolean;
   /** Main thread, once per device. */
   open(options: TargetOptions): TargetSetup<S> | Promise<TargetSetup<S>>;
   /**

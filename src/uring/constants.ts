@@ -25,6 +25,17 @@ export const IORING_OP_FALLOCATE = 17;
 export const IORING_OP_READ = 22;
 export const IORING_OP_WRITE = 23;
 export const IORING_OP_URING_CMD = 46;
+// Sockets (BIND and LISTEN need Linux 6.11)
+export const IORING_OP_SENDMSG = 9;
+export const IORING_OP_RECVMSG = 10;
+export const IORING_OP_ACCEPT = 13;
+export const IORING_OP_CONNECT = 16;
+export const IORING_OP_CLOSE = 19;
+export const IORING_OP_SEND = 26;
+export const IORING_OP_RECV = 27;
+export const IORING_OP_SOCKET = 45;
+export const IORING_OP_BIND = 56;
+export const IORING_OP_LISTEN = 57;
 
 export const IOSQE_FIXED_FILE = 1 << 0;
 export const IOSQE_IO_LINK = 1 << 2;

@@ -4,7 +4,8 @@ export const USAGE = `ublk-ts: Linux ublk block devices served by TypeScript
 usage: ublk <command> [options]
 
   add -t TARGET [-n ID] [-q QUEUES] [-d DEPTH] [--foreground] [--quiet] [-r 0|1] [-i 0|1] [-e 0|1]
-      [-g] [-u] [-z] [--auto_zc [--auto_zc_fallback]] [--batch|-b] [--uring_comp 0|1]
+      [-g] [-u] [-z] [--auto_zc [--auto_zc_fallback]] [--batch|-b] [--shmem_zc [--htlb FILE]]
+      [--uring_comp 0|1]
       [target options] [FILE...]
         TARGET: null, loop, ram, stripe, fault_inject, zoned, nbd, qcow2, or ./my-target.ts (.mts, .js)
         create /dev/ublkbN and leave a daemon serving it; prints the device once it is LIVE
@@ -30,6 +31,10 @@ usage: ublk <command> [options]
            --auto_zc_fallback: requests the driver could not register are registered by the queue
         -b, --batch: batched IO commands (7.3): each queue fetches and commits many requests per
            command; the copying data path or zero copy (-z, --auto_zc), not with -g or -u
+        --shmem_zc [--htlb FILE [--rdonly_shmem_buf]]: shared-memory zero copy (7.3; loop, null):
+           O_DIRECT IO from memory the application shares with the daemon (FILE, typically on
+           hugetlbfs, mapped by both; or a memfd sent to /run/ublk/ublkbN.sock) is served from it
+           without a copy; --rdonly_shmem_buf registers FILE read-only (then only writes use it)
         nbd options:   --host HOST [--port PORT] | --socket PATH, [--export NAME]
                        [--connections N] (one per queue; default 1) [--timeout SECONDS] (default 30:
                        how long IO waits for a lost server while it reconnects); --tls is refused
