@@ -61,6 +61,9 @@ const VALUE_OPTIONS: Record<string, string> = {
   "--csum_type": "csum_type",
   "--tag_size": "tag_size",
   "--metadata_file": "metadata_file",
+  // udev-install
+  "--group": "group",
+  "--rules": "rules",
 };
 
 const BOOL_KEYS: Record<string, string> = {
@@ -92,6 +95,8 @@ const FLAGS: Record<string, string> = {
   "--safe": "safe",
   "--async": "async",
   "--no_auto_part_scan": "no_auto_part_scan",
+  "--unprivileged": "unprivileged",
+  "--print": "print",
   "--auto_zc": "auto_zc",
   "--auto_zc_fallback": "auto_zc_fallback",
   "--tls": "tls",

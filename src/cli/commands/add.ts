@@ -1,6 +1,8 @@
 // ublk add: create a device and return once it is LIVE, leaving a daemon serving it.
 import { spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
+import { checkControlAccess } from "../../ctrl/access.js";
+import { UBLK_CONTROL_PATH } from "../../ctrl/control.js";
 import { UBLK_F_USER_RECOVERY } from "../../uapi/ublk_cmd.js";
 import { intOption, type ParsedArgs, UsageError } from "../args.js";
 import { type DaemonReport, daemonLogger, runDaemon } from "../daemon.js";
@@ -29,6 +31,7 @@ export async function recover(args: ParsedArgs): Promise<number> {
 }
 
 export async function start(spec: AddSpec, args: ParsedArgs, mode: "add" | "recover"): Promise<number> {
+  checkControlAccess(UBLK_CONTROL_PATH); // before any daemon starts: a user without the udev rule
   const quiet = args.flags.has("quiet");
   if (args.flags.has("foreground")) {
     let devId: number | undefined;
