@@ -8,17 +8,7 @@ import { spawn, spawnSync } from "node:child_process";
 import { chmodSync, chownSync, existsSync, mkdirSync, readdirSync, rmSync, statSync } from "node:fs";
 import { after, before, test } from "node:test";
 import { UBLK_F_UNPRIVILEGED_DEV } from "../../src/uapi/ublk_cmd.js";
-import {
-  CLI,
-  daemonPids,
-  deleteAll,
-  needs,
-  type Run,
-  sh,
-  ublk,
-  ublkNodes,
-  waitFor,
-} from "./helpers.js";
+import { CLI, daemonPids, deleteAll, needs, type Run, sh, ublk, ublkNodes, waitFor } from "./helpers.js";
 
 const skip = needs(UBLK_F_UNPRIVILEGED_DEV);
 const A = 1001;
