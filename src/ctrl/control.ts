@@ -261,18 +261,30 @@ export class ControlDevice {
   async getDevInfo(devId: number): Promise<DevInfo> {
     const len = U.ublksrv_ctrl_dev_info_LAYOUT.size;
     let info: DevInfo | null = null;
+    let noNode: UblkError | null = null;
     if (!this.noInfo2) {
       try {
         info = toDevInfo(
           (await this.run({ op: U.UBLK_U_CMD_GET_DEV_INFO2, devId, len, withPath: true })).buf,
         );
       } catch (err) {
-        // EOPNOTSUPP: a driver older than GET_DEV_INFO2. ENOENT: no /dev/ublkcN to name (no devtmpfs).
+        // EOPNOTSUPP: a driver older than GET_DEV_INFO2. ENOENT: no /dev/ublkcN to name (no devtmpfs,
+        // or the device is being deleted).
         if (!(err instanceof UblkError && (err.code === "EOPNOTSUPP" || err.code === "ENOENT"))) throw err;
         if (err.code === "EOPNOTSUPP") this.noInfo2 = true;
+        else noNode = err;
       }
     }
-    info ??= toDevInfo((await this.run({ op: U.UBLK_U_CMD_GET_DEV_INFO, devId, len, withPath: false })).buf);
+    if (!info) {
+      try {
+        info = toDevInfo(
+          (await this.run({ op: U.UBLK_U_CMD_GET_DEV_INFO, devId, len, withPath: false })).buf,
+        );
+      } catch (err) {
+        // An unprivileged device cannot be asked without its node (EINVAL): the missing node is the news.
+        throw noNode && err instanceof UblkError && err.code === "EINVAL" ? noNode : err;
+      }
+    }
     this.unprivileged.set(devId, (info.flags & U.UBLK_F_UNPRIVILEGED_DEV) !== 0);
     return info;
   }

@@ -104,7 +104,7 @@ export async function del(args: ParsedArgs): Promise<number> {
         }
         await deleteDevice(ctrl, id, { stopped: safe, async: args.flags.has("async") });
       } catch (err) {
-        if (all && err instanceof UblkError && err.code === "ENODEV") continue;
+        if (all && err instanceof UblkError && (err.code === "ENODEV" || err.code === "ENOENT")) continue;
         // -a as a user: all of *their* devices; the others' (and root's) are not theirs to delete.
         if (all && err instanceof UblkError && (err.code === "EACCES" || err.code === "EPERM")) continue;
         process.stderr.write(`ublk: ${err instanceof Error ? err.message : err}\n`);

@@ -19,7 +19,8 @@ export async function list(args: ParsedArgs): Promise<number> {
       try {
         info = await ctrl.getDevInfo(id);
       } catch (err) {
-        if (err instanceof UblkError && err.code === "ENODEV" && only === undefined) continue; // deleted meanwhile
+        const gone = err instanceof UblkError && (err.code === "ENODEV" || err.code === "ENOENT");
+        if (gone && only === undefined) continue; // deleted meanwhile
         // Listing all as a user: another user's devices (and root's) are not theirs to see.
         if (err instanceof UblkError && (err.code === "EACCES" || err.code === "EPERM") && only === undefined)
           continue;
