@@ -171,7 +171,7 @@ export function specFromArgs(args: ParsedArgs): AddSpec {
   // As kublk: -e 1 is recovery whose IO fails at once while no daemon serves, instead of waiting.
   if (options.recovery_fail_io === "1") ublkFlags |= U.UBLK_F_USER_RECOVERY | U.UBLK_F_USER_RECOVERY_FAIL_IO;
   if (flags.has("no_auto_part_scan")) ublkFlags |= U.UBLK_F_NO_AUTO_PART_SCAN;
-  ublkFlags |= unprivilegedFlag(flags, type, ublkFlags);
+  ublkFlags |= unprivilegedFlag(flags, type, ublkFlags, options.metadata_size !== undefined);
 
   const cpus = availableParallelism();
   // nbd: one connection per queue, so --connections is the queue count (default 1, as nbd-client).

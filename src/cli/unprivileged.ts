@@ -9,7 +9,12 @@ import * as U from "../uapi/ublk_cmd.js";
 import { UsageError } from "./args.js";
 
 /** UBLK_F_UNPRIVILEGED_DEV when asked for and possible with the other flags, else 0. */
-export function unprivilegedFlag(switches: ReadonlySet<string>, target: string, flags: number): number {
+export function unprivilegedFlag(
+  switches: ReadonlySet<string>,
+  target: string,
+  flags: number,
+  integrity = false,
+): number {
   if (!switches.has("unprivileged")) return 0;
   const recovery = U.UBLK_F_USER_RECOVERY | U.UBLK_F_USER_RECOVERY_REISSUE | U.UBLK_F_USER_RECOVERY_FAIL_IO;
   if (flags & recovery)
@@ -18,6 +23,8 @@ export function unprivilegedFlag(switches: ReadonlySet<string>, target: string, 
     throw new UsageError(
       "the driver allows unprivileged devices no user copy or zero copy: drop -u/-z/--auto_zc",
     );
+  if (integrity)
+    throw new UsageError("integrity metadata needs user copy, which the driver refuses unprivileged devices");
   if (target === "zoned")
     throw new UsageError("the zoned target needs user copy, which the driver refuses unprivileged devices");
   if (process.getuid?.() === 0)

@@ -44,6 +44,7 @@ test("add --unprivileged refuses what the driver does not give such devices, in 
   refuse("-t loop --unprivileged -u /tmp/x", /no user copy or zero copy/);
   refuse("-t loop --unprivileged -z /tmp/x", /no user copy or zero copy/);
   refuse("-t zoned --unprivileged --size 1G", /zoned target needs user copy/);
+  refuse("-t null --unprivileged --metadata_size 8", /integrity metadata needs user copy/);
   if (process.getuid?.() === 0) refuse("-t null --unprivileged", /makes root's devices privileged/);
 });
 
