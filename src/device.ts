@@ -2,6 +2,7 @@
 // (each arms all its tags), START_DEV, and the reverse on stop. Policy for the whole lifecycle lives here.
 import { closeSync, constants, openSync } from "node:fs";
 import { Worker } from "node:worker_threads";
+import { charDevPath, refusalReason } from "./ctrl/access.js";
 import { ControlDevice, type DevInfo } from "./ctrl/control.js";
 import { UblkError } from "./ctrl/errors.js";
 import {
@@ -68,21 +69,33 @@ export class DeviceError extends Error {
 }
 
 /**
- * Opens /dev/ublkcN, waiting briefly for devtmpfs/udev to create the node after ADD_DEV. With user
+ * Opens /dev/ublkcN, waiting briefly for devtmpfs/udev to create the node after ADD_DEV (and, for an
+ * unprivileged device, for the udev rule to hand it to its owner: access.ts). With user
  * copy it is opened O_NONBLOCK: the driver's read and write only copy memory and never wait, but it
  * does not tell io_uring so, which would then hand every copy to an io-wq worker thread; io_uring
  * treats an O_NONBLOCK file as able to run inline. The uring_cmds and mmap ignore the flag.
  */
 async function openCharDev(devId: number, flags: number, timeoutMs = 5000): Promise<number> {
-  const path = `/dev/ublkc${devId}`;
-  const deadline = Date.now() + timeoutMs;
+  const path = charDevPath(devId);
+  const unprivileged = (flags & U.UBLK_F_UNPRIVILEGED_DEV) !== 0;
+  // An unprivileged device's node must also reach its owner (udev's RUN helper): allow for a slow one.
+  const deadline = Date.now() + (unprivileged ? 6 * timeoutMs : timeoutMs);
   const inline = flags & U.UBLK_F_USER_COPY && process.env.UBLK_TS_COPY_INLINE !== "0";
   for (;;) {
     try {
       return openSync(path, constants.O_RDWR | (inline ? constants.O_NONBLOCK : 0));
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== "ENOENT" || Date.now() > deadline) throw err;
-      await sleep(WAIT_STEP_MS);
+      const code = (err as NodeJS.ErrnoException).code;
+      const waiting = code === "ENOENT" || (unprivileged && code === "EACCES");
+      if (waiting && Date.now() <= deadline) {
+        await sleep(WAIT_STEP_MS);
+        continue;
+      }
+      if (code === "EACCES")
+        throw new DeviceError(
+          `${refusalReason(devId, code, "open")}; device ${devId} stays until root deletes it (ublk del -n ${devId})`,
+        );
+      throw err;
     }
   }
 }
@@ -434,7 +447,9 @@ export class UblkDevice {
       const info = await ctrl.getDevInfo(devId);
       if (!(info.flags & U.UBLK_F_USER_RECOVERY))
         throw new DeviceError(
-          `device ${devId} was created without user recovery (-r 1): it cannot be recovered`,
+          info.flags & U.UBLK_F_UNPRIVILEGED_DEV
+            ? `device ${devId} is unprivileged: the driver gives such devices no user recovery`
+            : `device ${devId} was created without user recovery (-r 1): it cannot be recovered`,
         );
       // All the slow work first: between START_USER_RECOVERY and the first queue being ready the
       // 6.12 driver cannot take over again should this daemon die (it answers EINVAL after that).

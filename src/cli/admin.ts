@@ -1,11 +1,17 @@
-// A daemon's admin socket (/run/ublk-ts/ID.sock): requests that only the serving process can carry
-// out, such as `ublk update_size` (its target grows the backing first). One JSON line each way.
-import { chmodSync, mkdirSync, rmSync } from "node:fs";
+// A daemon's admin socket (ID.sock in its run directory, /run/ublk-ts for root): requests that only
+// the serving process can carry out, such as `ublk update_size` (its target grows the backing
+// first). One JSON line each way.
+import { chmodSync, rmSync } from "node:fs";
 import { connect, createServer } from "node:net";
 import { join } from "node:path";
-import { RUN_DIR } from "./state.js";
+import { ensureRunDir, RUN_DIR, runDirFor } from "./run-dir.js";
 
-export const adminSocketPath = (devId: number) => join(RUN_DIR, `${devId}.sock`);
+/** The socket of device `devId`'s daemon; `ownerUid` finds another user's (root only). */
+export const adminSocketPath = (devId: number, ownerUid?: number) =>
+  join(
+    ownerUid === undefined || ownerUid === process.getuid?.() ? RUN_DIR : runDirFor(ownerUid),
+    `${devId}.sock`,
+  );
 
 export type AdminRequest = { op: "resize"; size: number };
 export type AdminReply = { ok: true; size: number } | { ok: false; error: string };
@@ -13,7 +19,7 @@ export type AdminReply = { ok: true; size: number } | { ok: false; error: string
 /** Serves the device's admin socket until the returned function is called. */
 export function serveAdmin(devId: number, handle: (req: AdminRequest) => Promise<AdminReply>): () => void {
   const path = adminSocketPath(devId);
-  mkdirSync(RUN_DIR, { recursive: true });
+  ensureRunDir();
   rmSync(path, { force: true });
   const server = createServer((sock) => {
     let buf = "";
@@ -48,9 +54,15 @@ export function serveAdmin(devId: number, handle: (req: AdminRequest) => Promise
 }
 
 /** Sends one request to device `devId`'s daemon. */
-export function adminRequest(devId: number, req: AdminRequest, timeoutMs = 120_000): Promise<AdminReply> {
+export function adminRequest(
+  devId: number,
+  req: AdminRequest,
+  timeoutMs = 120_000,
+  ownerUid?: number,
+): Promise<AdminReply> {
+  const path = adminSocketPath(devId, ownerUid);
   return new Promise((resolve, reject) => {
-    const sock = connect(adminSocketPath(devId));
+    const sock = connect(path);
     let buf = "";
     const timer = setTimeout(() => {
       sock.destroy();
@@ -65,7 +77,7 @@ export function adminRequest(devId: number, req: AdminRequest, timeoutMs = 120_0
       clearTimeout(timer);
       const why =
         err.code === "ENOENT" || err.code === "ECONNREFUSED"
-          ? `no ublk-ts daemon serves device ${devId} (no admin socket ${adminSocketPath(devId)})`
+          ? `no ublk-ts daemon serves device ${devId} (no admin socket ${path})`
           : err.message;
       reject(new Error(why));
     });

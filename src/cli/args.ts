@@ -63,6 +63,9 @@ const VALUE_OPTIONS: Record<string, string> = {
   "--metadata_file": "metadata_file",
   // shared-memory zero copy
   "--htlb": "htlb",
+  // udev-install
+  "--group": "group",
+  "--rules": "rules",
 };
 
 const BOOL_KEYS: Record<string, string> = {
@@ -94,6 +97,8 @@ const FLAGS: Record<string, string> = {
   "--safe": "safe",
   "--async": "async",
   "--no_auto_part_scan": "no_auto_part_scan",
+  "--unprivileged": "unprivileged",
+  "--print": "print",
   "--auto_zc": "auto_zc",
   "--auto_zc_fallback": "auto_zc_fallback",
   "-b": "batch",

@@ -1,12 +1,14 @@
 // The process that serves one device. Started detached by `ublk add` (or in the foreground), it
 // reports LIVE or the failure to whoever started it, then serves until SIGTERM/SIGINT or until the
 // device is stopped from outside (`ublk del`), and always deletes what it created.
-import { appendFileSync, mkdirSync } from "node:fs";
+import { accessSync, appendFileSync, constants } from "node:fs";
+import { refusalReason } from "../ctrl/access.js";
 import { UblkDevice } from "../device.js";
-import { UBLK_F_USER_RECOVERY, UBLK_S_DEV_DEAD } from "../uapi/ublk_cmd.js";
+import { UBLK_F_UNPRIVILEGED_DEV, UBLK_F_USER_RECOVERY, UBLK_S_DEV_DEAD } from "../uapi/ublk_cmd.js";
 import { serveAdmin } from "./admin.js";
 import { formatDevice } from "./format.js";
-import { type AddSpec, LOG_FILE, RUN_DIR, readState, removeState, writeState } from "./state.js";
+import { ensureRunDir } from "./run-dir.js";
+import { type AddSpec, LOG_FILE, readState, removeState, writeState } from "./state.js";
 
 export type DaemonReport = { type: "live"; text: string; devId: number } | { type: "error"; message: string };
 
@@ -15,12 +17,33 @@ export function daemonLogger(devId: () => number | undefined): (msg: string) => 
     const id = devId();
     const line = `${new Date().toISOString()} ublk-ts[${process.pid}]${id === undefined ? "" : ` dev ${id}`}: ${msg}\n`;
     try {
-      mkdirSync(RUN_DIR, { recursive: true });
+      ensureRunDir();
       appendFileSync(LOG_FILE, line);
     } catch {
       process.stderr.write(line);
     }
   };
+}
+
+/**
+ * An unprivileged device is its owner's to use once udev has handed them /dev/ublkbN (the rule runs
+ * when the disk appears, at START_DEV): `add` returns after that, so the next command can open it.
+ */
+async function waitBlockDevAccess(dev: UblkDevice, log: (msg: string) => void): Promise<void> {
+  if (!(dev.info.flags & UBLK_F_UNPRIVILEGED_DEV)) return;
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    try {
+      accessSync(dev.blockDevice, constants.R_OK | constants.W_OK);
+      return;
+    } catch {
+      if (Date.now() > deadline) {
+        log(`${dev.blockDevice} is not yours to open: ${refusalReason(dev.devId, "EACCES", "open")}`);
+        return;
+      }
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
 }
 
 export async function runDaemon(
@@ -72,6 +95,7 @@ export async function runDaemon(
     toUblkParams(dev.params, dev.sizeBytes, dev.info.maxIoBufBytes),
     dev.queues,
   );
+  await waitBlockDevAccess(dev, log);
   log(`LIVE: ${dev.blockDevice} target ${spec.target}`);
   const closeAdmin = serveAdmin(dev.devId, async (req) => {
     if (req.op !== "resize") return { ok: false, error: `unknown request ${JSON.stringify(req)}` };

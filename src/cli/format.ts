@@ -1,7 +1,7 @@
 // The device block printed by `add` and `list`, in the kernel selftest server's format.
 import type { DevInfo } from "../ctrl/control.js";
 import type { QueueInfo } from "../device.js";
-import type { ublk_params } from "../uapi/ublk_cmd.js";
+import { UBLK_F_UNPRIVILEGED_DEV, type ublk_params } from "../uapi/ublk_cmd.js";
 
 const STATES = ["DEAD", "LIVE", "QUIESCED", "FAIL_IO"];
 
@@ -20,6 +20,9 @@ export function formatDevice(
     `dev id ${info.devId}: nr_hw_queues ${info.nrHwQueues} queue_depth ${info.queueDepth} block size ${bs} dev_capacity ${capacity}`,
     `\tmax rq size ${info.maxIoBufBytes} daemon pid ${info.ublksrvPid} flags 0x${info.flags.toString(16)} state ${stateName(info.state)}`,
   ];
+  // An unprivileged device belongs to the user who created it (ublksrv prints it the same way).
+  if (info.flags & UBLK_F_UNPRIVILEGED_DEV)
+    lines.push(`\towner: ${info.ownerUid}:${info.ownerGid} (unprivileged)`);
   for (const q of queues) {
     lines.push(`\tqueue ${q.qid}: tid ${q.tid} affinity(${q.cpus.map((c) => `${c} `).join("")})`);
   }

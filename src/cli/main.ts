@@ -7,6 +7,7 @@ import { features } from "./commands/features.js";
 import { help, USAGE } from "./commands/help.js";
 import { list } from "./commands/list.js";
 import { quiesce, stop, updateSize } from "./commands/manage.js";
+import { udevInstall } from "./commands/udev-install.js";
 import { down, up } from "./commands/up.js";
 import { superviseMain } from "./supervise.js";
 
@@ -41,6 +42,8 @@ async function main(argv: string[]): Promise<number> {
       return down(args);
     case "features":
       return features();
+    case "udev-install":
+      return udevInstall(args);
     case "help":
     case "--help":
     case "-h":

@@ -7,6 +7,7 @@ import * as U from "../uapi/ublk_cmd.js";
 import { intOption, type ParsedArgs, UsageError } from "./args.js";
 import { integrityFrom } from "./integrity-options.js";
 import type { AddSpec } from "./state.js";
+import { unprivilegedFlag } from "./unprivileged.js";
 
 const TARGET_OPTION_KEYS = [
   "size",
@@ -192,6 +193,7 @@ export function specFromArgs(args: ParsedArgs): AddSpec {
       "--shmem_zc with user recovery (-r/-i/-e) is not supported: a new daemon could not reach the memory the old one registered",
     );
   if (shmemZc) ublkFlags |= U.UBLK_F_SHMEM_ZC;
+  ublkFlags |= unprivilegedFlag(flags, type, ublkFlags, options.metadata_size !== undefined);
 
   const cpus = availableParallelism();
   // nbd: one connection per queue, so --connections is the queue count (default 1, as nbd-client).

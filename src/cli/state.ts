@@ -1,10 +1,12 @@
-// Daemon state under /run/ublk-ts: one JSON file per device, written once the device is LIVE.
-// `list` reads queue tids from it; recovery reads the target and its options from it.
-import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+// Daemon state in the run directory (/run/ublk-ts for root, a per-user one otherwise: run-dir.ts):
+// one JSON file per device, written once the device is LIVE. `list` reads queue tids from it;
+// recovery reads the target and its options from it.
+import { readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { QueueInfo } from "../device.js";
+import { ensureRunDir, RUN_DIR, runDirFor } from "./run-dir.js";
 
-export const RUN_DIR = process.env.UBLK_TS_RUN_DIR ?? "/run/ublk-ts";
+export { RUN_DIR };
 export const LOG_FILE = join(RUN_DIR, "ublk-ts.log");
 
 /** Everything needed to (re)start the daemon for a device. */
@@ -37,15 +39,24 @@ export interface DaemonState {
 const statePath = (devId: number) => join(RUN_DIR, `${devId}.json`);
 
 export function writeState(state: DaemonState): void {
-  mkdirSync(RUN_DIR, { recursive: true });
+  ensureRunDir();
   const tmp = `${statePath(state.devId)}.${process.pid}.tmp`;
   writeFileSync(tmp, `${JSON.stringify(state, null, 2)}\n`);
   renameSync(tmp, statePath(state.devId));
 }
 
-export function readState(devId: number): DaemonState | null {
+/**
+ * The saved state of device `devId`: this user's, or (`ownerUid` given, for root looking at another
+ * user's unprivileged device) the one in its owner's run directory.
+ */
+export function readState(devId: number, ownerUid?: number): DaemonState | null {
+  const mine = process.getuid?.() ?? 0;
+  const path =
+    ownerUid === undefined || ownerUid === mine
+      ? statePath(devId)
+      : join(runDirFor(ownerUid), `${devId}.json`);
   try {
-    return JSON.parse(readFileSync(statePath(devId), "utf8")) as DaemonState;
+    return JSON.parse(readFileSync(path, "utf8")) as DaemonState;
   } catch {
     return null;
   }

@@ -2,14 +2,19 @@
 // struct ublksrv_ctrl_cmd in an SQE128. Commands are submitted with IOSQE_ASYNC so the ones that
 // sleep in the driver (START_DEV waits for every tag to be fetched, DEL_DEV for every reference)
 // run on io_uring's workers and never block this thread's event loop.
+// Commands on an unprivileged device (UBLK_F_UNPRIVILEGED_DEV) carry its char device path ahead of
+// their data (see access.ts); whether a device is one is learnt from ADD_DEV or GET_DEV_INFO2.
 import { closeSync, constants, existsSync, openSync, readdirSync } from "node:fs";
 import { native } from "../native.js";
 import * as U from "../uapi/ublk_cmd.js";
 import { IOSQE_ASYNC, SQE_CMD, SQE_FLAGS } from "../uring/constants.js";
 import { Ring } from "../uring/ring.js";
+import { controlAccessMessage, devPathPrefix, refusalReason } from "./access.js";
 import { UblkError } from "./errors.js";
 
 const ECANCELED = 125;
+const EPERM = 1;
+const EACCES = 13;
 
 export const UBLK_CONTROL_PATH = "/dev/ublk-control";
 
@@ -71,7 +76,12 @@ interface CtrlCommand {
   data?: number;
   /** Fills the command buffer before submission. */
   fill?: (view: DataView) => void;
+  /** Put the device's char device path ahead of the data; by default when the device is unprivileged. */
+  withPath?: boolean;
 }
+
+/** Commands that name no existing device, so never carry a path. */
+const NO_DEVICE_OPS = new Set([U.UBLK_U_CMD_ADD_DEV, U.UBLK_U_CMD_GET_FEATURES]);
 
 interface Pending {
   resolve: (res: number) => void;
@@ -98,6 +108,10 @@ export class ControlDevice {
   private readonly pending = new Map<number, Pending>();
   private nextId = 1;
   private polling = false;
+  /** Device id -> created with UBLK_F_UNPRIVILEGED_DEV, as far as this process has seen. */
+  private readonly unprivileged = new Map<number, boolean>();
+  /** GET_DEV_INFO2 unknown to this driver (older than UNPRIVILEGED_DEV): GET_DEV_INFO instead. */
+  private noInfo2 = false;
 
   private constructor(private readonly fd: number) {
     this.ring = new Ring({ entries: 16, flags: 1 << 10 /* IORING_SETUP_SQE128 */ });
@@ -111,7 +125,14 @@ export class ControlDevice {
           "or try it in the VM: npm run vm -- npx ublk ...",
       );
     }
-    const fd = openSync(path, constants.O_RDWR);
+    let fd: number;
+    try {
+      fd = openSync(path, constants.O_RDWR);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === "EACCES" || code === "EPERM") throw new Error(controlAccessMessage(path));
+      throw err;
+    }
     return new ControlDevice(fd);
   }
 
@@ -136,8 +157,11 @@ export class ControlDevice {
   /** Sends one command; resolves with the raw result and the command buffer. */
   private async send(cmd: CtrlCommand): Promise<{ res: number; buf: DataView }> {
     const len = cmd.len ?? 0;
-    const mem = native.allocBuffer(Math.max(len, PAGE));
-    const buf = new DataView(mem, 0, Math.max(len, 1));
+    const prefix = cmd.withPath ? devPathPrefix(cmd.devId) : null;
+    const total = (prefix?.length ?? 0) + len;
+    const mem = native.allocBuffer(Math.max(total, PAGE));
+    if (prefix) new Uint8Array(mem).set(prefix);
+    const buf = new DataView(mem, prefix?.length ?? 0, Math.max(len, 1));
     cmd.fill?.(buf);
     const id = this.nextId;
     this.nextId = (this.nextId + 1) >>> 0 || 1;
@@ -147,10 +171,10 @@ export class ControlDevice {
     U.write_ublksrv_ctrl_cmd(this.ring.sqeView, off + SQE_CMD, {
       dev_id: cmd.devId >>> 0,
       queue_id: cmd.queueId ?? NO_QUEUE,
-      len,
-      addr: len ? BigInt(native.bufferAddress(mem)) : 0n,
+      len: total,
+      addr: total ? BigInt(native.bufferAddress(mem)) : 0n,
       data: BigInt(cmd.data ?? 0),
-      dev_path_len: 0,
+      dev_path_len: prefix?.length ?? 0,
       pad: 0,
       reserved: 0,
     });
@@ -170,13 +194,28 @@ export class ControlDevice {
   }
 
   private async run(cmd: CtrlCommand): Promise<{ res: number; buf: DataView }> {
+    if (cmd.withPath === undefined && !NO_DEVICE_OPS.has(cmd.op))
+      cmd.withPath = await this.isUnprivileged(cmd.devId);
     let out = await this.send(cmd);
     // The driver never answers ECANCELED itself: io-wq gives it when it could not start a worker for
     // the command (seen with a signal pending at that moment), so the command never ran. Send again.
     for (let retry = 0; retry < 3 && out.res === -ECANCELED; retry++) out = await this.send(cmd);
-    if (out.res < 0)
-      throw new UblkError(CMD_NAMES.get(cmd.op) ?? `cmd 0x${cmd.op.toString(16)}`, -out.res, cmd.devId);
+    if (out.res < 0) {
+      const name = CMD_NAMES.get(cmd.op) ?? `cmd 0x${cmd.op.toString(16)}`;
+      const refused = out.res === -EPERM || out.res === -EACCES;
+      const why = refused
+        ? refusalReason(cmd.devId, out.res === -EPERM ? "EPERM" : "EACCES", name)
+        : undefined;
+      throw new UblkError(name, -out.res, cmd.devId, why);
+    }
     return out;
+  }
+
+  /** Whether commands on `devId` must carry its path; asks the driver (GET_DEV_INFO2) the first time. */
+  private async isUnprivileged(devId: number): Promise<boolean> {
+    const known = this.unprivileged.get(devId);
+    if (known !== undefined) return known;
+    return ((await this.getDevInfo(devId)).flags & U.UBLK_F_UNPRIVILEGED_DEV) !== 0;
   }
 
   async getFeatures(): Promise<number> {
@@ -212,16 +251,44 @@ export class ControlDevice {
           reserved2: 0n,
         }),
     });
-    return toDevInfo(buf);
+    const info = toDevInfo(buf);
+    this.unprivileged.set(info.devId, (info.flags & U.UBLK_F_UNPRIVILEGED_DEV) !== 0);
+    return info;
   }
 
+  /**
+   * GET_DEV_INFO2, which works on every device the caller may see (it carries the char device path,
+   * so the driver can check an unprivileged device's owner); GET_DEV_INFO on drivers without it.
+   */
   async getDevInfo(devId: number): Promise<DevInfo> {
-    const { buf } = await this.run({
-      op: U.UBLK_U_CMD_GET_DEV_INFO,
-      devId,
-      len: U.ublksrv_ctrl_dev_info_LAYOUT.size,
-    });
-    return toDevInfo(buf);
+    const len = U.ublksrv_ctrl_dev_info_LAYOUT.size;
+    let info: DevInfo | null = null;
+    let noNode: UblkError | null = null;
+    if (!this.noInfo2) {
+      try {
+        info = toDevInfo(
+          (await this.run({ op: U.UBLK_U_CMD_GET_DEV_INFO2, devId, len, withPath: true })).buf,
+        );
+      } catch (err) {
+        // EOPNOTSUPP: a driver older than GET_DEV_INFO2. ENOENT: no /dev/ublkcN to name (no devtmpfs,
+        // or the device is being deleted).
+        if (!(err instanceof UblkError && (err.code === "EOPNOTSUPP" || err.code === "ENOENT"))) throw err;
+        if (err.code === "EOPNOTSUPP") this.noInfo2 = true;
+        else noNode = err;
+      }
+    }
+    if (!info) {
+      try {
+        info = toDevInfo(
+          (await this.run({ op: U.UBLK_U_CMD_GET_DEV_INFO, devId, len, withPath: false })).buf,
+        );
+      } catch (err) {
+        // An unprivileged device cannot be asked without its node (EINVAL): the missing node is the news.
+        throw noNode && err instanceof UblkError && err.code === "EINVAL" ? noNode : err;
+      }
+    }
+    this.unprivileged.set(devId, (info.flags & U.UBLK_F_UNPRIVILEGED_DEV) !== 0);
+    return info;
   }
 
   async setParams(devId: number, params: U.ublk_params): Promise<void> {

@@ -5,6 +5,8 @@ const errnoNames = new Map<number, string>();
 for (const [name, value] of Object.entries(constants.errno)) {
   if (!errnoNames.has(value)) errnoNames.set(value, name);
 }
+// Linux's name for 95, the one its drivers use (node lists the POSIX alias ENOTSUP first).
+errnoNames.set(constants.errno.EOPNOTSUPP, "EOPNOTSUPP");
 
 export function errnoName(errno: number): string {
   return errnoNames.get(Math.abs(errno)) ?? `errno ${Math.abs(errno)}`;
@@ -34,10 +36,12 @@ export class UblkError extends Error {
     readonly command: string,
     errno: number,
     readonly devId?: number,
+    /** Replaces the generic hint when the caller knows better (e.g. whose device it is). */
+    detail?: string,
   ) {
     const code = errnoName(errno);
     const dev = devId === undefined || devId < 0 || devId === 0xffffffff ? "" : ` for device ${devId}`;
-    const why = hint(command, code);
+    const why = detail ?? hint(command, code);
     super(`ublk ${command}${dev} failed: ${code}${why ? ` (${why})` : ""}`);
     this.name = "UblkError";
     this.errno = Math.abs(errno);

@@ -33,7 +33,12 @@ export const HOST_TOOLS: readonly HostTool[] = [
   { bin: "apt-get", pkg: "apt", uses: ["vm", "test"], why: "downloads the kernel and header packages" },
   { bin: "apt-cache", pkg: "apt", uses: ["vm", "test"] },
   { bin: "dpkg-deb", pkg: "dpkg", uses: ["vm", "test"] },
-  { bin: "setpriv", pkg: "util-linux", uses: ["vm"], why: "kills qemu with its parent" },
+  {
+    bin: "setpriv",
+    pkg: "util-linux",
+    uses: ["vm", "test"],
+    why: "kills qemu with its parent; runs tests as other users",
+  },
   { bin: "bash", pkg: "bash", uses: ALL },
   { bin: "sh", pkg: "dash", uses: ["vm", "test", "bench"] },
   // Filesystems, block devices and IO load.

@@ -1,7 +1,9 @@
 // ublk add: create a device and return once it is LIVE, leaving a daemon serving it.
 import { spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
-import { UBLK_F_USER_RECOVERY } from "../../uapi/ublk_cmd.js";
+import { checkControlAccess } from "../../ctrl/access.js";
+import { ControlDevice, UBLK_CONTROL_PATH } from "../../ctrl/control.js";
+import { UBLK_F_UNPRIVILEGED_DEV, UBLK_F_USER_RECOVERY } from "../../uapi/ublk_cmd.js";
 import { intOption, type ParsedArgs, UsageError } from "../args.js";
 import { type DaemonReport, daemonLogger, runDaemon } from "../daemon.js";
 import { specFromArgs } from "../spec.js";
@@ -25,10 +27,25 @@ export async function recover(args: ParsedArgs): Promise<number> {
       throw new UsageError(`no saved state for device ${devId}: give -t TARGET and its options (as for add)`);
     spec = saved.spec;
   }
+  await checkRecoverable(devId);
   return start(spec, args, "recover");
 }
 
+/** The refusals a recovering daemon would meet first, said at once and without starting one. */
+async function checkRecoverable(devId: number): Promise<void> {
+  checkControlAccess(UBLK_CONTROL_PATH);
+  const ctrl = await ControlDevice.open();
+  try {
+    const info = await ctrl.getDevInfo(devId); // no such device, or not the caller's
+    if (info.flags & UBLK_F_UNPRIVILEGED_DEV && !(info.flags & UBLK_F_USER_RECOVERY))
+      throw new UsageError(`device ${devId} is unprivileged: the driver gives such devices no user recovery`);
+  } finally {
+    ctrl.close();
+  }
+}
+
 export async function start(spec: AddSpec, args: ParsedArgs, mode: "add" | "recover"): Promise<number> {
+  checkControlAccess(UBLK_CONTROL_PATH); // before any daemon starts: a user without the udev rule
   const quiet = args.flags.has("quiet");
   if (args.flags.has("foreground")) {
     let devId: number | undefined;

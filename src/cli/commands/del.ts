@@ -3,6 +3,7 @@
 import { existsSync, readFileSync } from "node:fs";
 import { ControlDevice, listDevIds } from "../../ctrl/control.js";
 import { UblkError } from "../../ctrl/errors.js";
+import { UBLK_F_UNPRIVILEGED_DEV } from "../../uapi/ublk_cmd.js";
 import { intOption, type ParsedArgs, UsageError } from "../args.js";
 import { readState, removeState } from "../state.js";
 import { stopDevice } from "./manage.js";
@@ -26,6 +27,16 @@ export function alive(pid: number): boolean {
   }
 }
 
+/** The real uid of process `pid`, or undefined when it is gone. */
+function processUid(pid: number): number | undefined {
+  try {
+    const m = /^Uid:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+    return m ? Number(m[1]) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 async function waitGone(pid: number, ms: number): Promise<boolean> {
   const deadline = Date.now() + ms;
   while (alive(pid)) {
@@ -41,8 +52,11 @@ export async function deleteDevice(
   how: { stopped?: boolean; async?: boolean } = {},
 ): Promise<void> {
   const info = await ctrl.getDevInfo(devId);
+  const unprivileged = (info.flags & UBLK_F_UNPRIVILEGED_DEV) !== 0;
+  if (how.async && unprivileged)
+    throw new Error(`device ${devId} is unprivileged: the driver refuses DEL_DEV_ASYNC for it; drop --async`);
   const pids = new Set<number>([info.ublksrvPid]);
-  const state = readState(devId);
+  const state = readState(devId, unprivileged ? info.ownerUid : undefined);
   if (state) pids.add(state.pid);
   if (!how.stopped) await ctrl.stopDev(devId);
   if (how.async) {
@@ -53,7 +67,9 @@ export async function deleteDevice(
   }
   for (const pid of pids) {
     if (!(await waitGone(pid, 30_000))) {
-      // A daemon that does not leave after its device stopped is stuck: make it.
+      // A daemon that does not leave after its device stopped is stuck: make it. An unprivileged
+      // device's owner chose the pids the driver and the state file report: kill only their processes.
+      if (unprivileged && processUid(pid) !== info.ownerUid) continue;
       try {
         process.kill(pid, "SIGKILL");
       } catch {}
@@ -63,7 +79,8 @@ export async function deleteDevice(
   try {
     await ctrl.delDev(devId);
   } catch (err) {
-    if (!(err instanceof UblkError && err.code === "ENODEV")) throw err; // the daemon deleted it already
+    // ENODEV: the daemon deleted it already; ENOENT: it is doing so (its char device node is gone).
+    if (!(err instanceof UblkError && (err.code === "ENODEV" || err.code === "ENOENT"))) throw err;
   }
   removeState(devId);
   const deadline = Date.now() + 10_000;
@@ -87,7 +104,9 @@ export async function del(args: ParsedArgs): Promise<number> {
         }
         await deleteDevice(ctrl, id, { stopped: safe, async: args.flags.has("async") });
       } catch (err) {
-        if (all && err instanceof UblkError && err.code === "ENODEV") continue;
+        if (all && err instanceof UblkError && (err.code === "ENODEV" || err.code === "ENOENT")) continue;
+        // -a as a user: all of *their* devices; the others' (and root's) are not theirs to delete.
+        if (all && err instanceof UblkError && (err.code === "EACCES" || err.code === "EPERM")) continue;
         process.stderr.write(`ublk: ${err instanceof Error ? err.message : err}\n`);
         status = 1;
       }

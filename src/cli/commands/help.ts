@@ -5,7 +5,7 @@ usage: ublk <command> [options]
 
   add -t TARGET [-n ID] [-q QUEUES] [-d DEPTH] [--foreground] [--quiet] [-r 0|1] [-i 0|1] [-e 0|1]
       [-g] [-u] [-z] [--auto_zc [--auto_zc_fallback]] [--batch|-b] [--shmem_zc [--htlb FILE]]
-      [--uring_comp 0|1]
+      [--uring_comp 0|1] [--unprivileged]
       [target options] [FILE...]
         TARGET: null, loop, ram, stripe, fault_inject, zoned, nbd, qcow2, or ./my-target.ts (.mts, .js)
         create /dev/ublkbN and leave a daemon serving it; prints the device once it is LIVE
@@ -46,6 +46,8 @@ usage: ublk <command> [options]
           [--integrity_reftag]; loop keeps the metadata in FILE.meta, or in a second FILE
           (or --metadata_file FILE); null and fault_inject drop it
         --supervise (with -r 1): restart a daemon that dies and recover the device automatically
+        --unprivileged: as a user (not root), create a device only you (and root) may use; not
+           with -r/-i/-e, -u, -z; needs the udev rule of 'ublk udev-install' 
         parameters: --logical_block_size N --physical_block_size N --io_opt N --io_min N
           --max_sectors N --chunk_sectors N --read_only 0|1 --rotational 0|1 --wc 0|1 --fua 0|1
           --discard_granularity N --discard_alignment N --max_discard_sectors N
@@ -66,10 +68,13 @@ usage: ublk <command> [options]
   update_size -n ID -s SIZE     resize a live device; the target makes room first (loop grows its
                                 file, and refuses to shrink over data)
   features                      show what the loaded ublk driver supports
+  udev-install [--group NAME] [--print]
+        as root: install the udev rule that lets users (all, or NAME's members) open
+        /dev/ublk-control and gives each user's device nodes to them; --print shows it only
   help                          this text
 
 Switches written bare (-r, -i, -g, -u, --uring_comp) mean 1. Sizes take K, M, G, T suffixes.
-Daemon logs: /run/ublk-ts/ublk-ts.log
+Daemon logs: /run/ublk-ts/ublk-ts.log (root); a user's in $XDG_RUNTIME_DIR/ublk-ts or /tmp/ublk-ts-UID
 `;
 
 export function help(): number {

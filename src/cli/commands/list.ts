@@ -1,7 +1,7 @@
-// ublk list: one block per device, from the driver (GET_DEV_INFO, GET_PARAMS) and the daemon's state.
+// ublk list: one block per device, from the driver (GET_DEV_INFO2, GET_PARAMS) and the daemon's state.
 import { ControlDevice, type DevInfo, listDevIds } from "../../ctrl/control.js";
 import { UblkError } from "../../ctrl/errors.js";
-import { featureNames } from "../../uapi/ublk_cmd.js";
+import { featureNames, UBLK_F_UNPRIVILEGED_DEV } from "../../uapi/ublk_cmd.js";
 import { intOption, type ParsedArgs } from "../args.js";
 import { formatDevice, formatParams, stateName } from "../format.js";
 import { readState } from "../state.js";
@@ -19,11 +19,16 @@ export async function list(args: ParsedArgs): Promise<number> {
       try {
         info = await ctrl.getDevInfo(id);
       } catch (err) {
-        if (err instanceof UblkError && err.code === "ENODEV" && only === undefined) continue; // deleted meanwhile
+        const gone = err instanceof UblkError && (err.code === "ENODEV" || err.code === "ENOENT");
+        if (gone && only === undefined) continue; // deleted meanwhile
+        // Listing all as a user: another user's devices (and root's) are not theirs to see.
+        if (err instanceof UblkError && (err.code === "EACCES" || err.code === "EPERM") && only === undefined)
+          continue;
         throw err;
       }
       const params = await ctrl.getParams(id).catch(() => null);
-      const state = readState(id);
+      const unprivileged = (info.flags & UBLK_F_UNPRIVILEGED_DEV) !== 0;
+      const state = readState(id, unprivileged ? info.ownerUid : undefined);
       const queues = state && state.pid === info.ublksrvPid ? state.queues : [];
       if (args.flags.has("json")) {
         json.push({
@@ -36,6 +41,9 @@ export async function list(args: ParsedArgs): Promise<number> {
           daemon_pid: info.ublksrvPid,
           flags: info.flags,
           state: stateName(info.state),
+          unprivileged,
+          owner_uid: info.ownerUid,
+          owner_gid: info.ownerGid,
           target: state?.spec.target ?? null,
           target_options: state?.spec.targetOptions ?? null,
           target_info: state?.targetInfo ?? null,

@@ -83,7 +83,8 @@ export async function updateSize(args: ParsedArgs): Promise<number> {
   }
   const info = await withCtrl((ctrl) => ctrl.getDevInfo(devId));
   needFlag(info, U.UBLK_F_UPDATE_SIZE, "update_size");
-  const reply = await adminRequest(devId, { op: "resize", size });
+  const owner = info.flags & U.UBLK_F_UNPRIVILEGED_DEV ? info.ownerUid : undefined;
+  const reply = await adminRequest(devId, { op: "resize", size }, undefined, owner);
   if (!reply.ok) throw new Error(`device ${devId}: ${reply.error}`);
   process.stdout.write(`dev id ${devId}: dev_capacity ${reply.size / 512} (${reply.size} bytes)\n`);
   return 0;
