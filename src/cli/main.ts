@@ -1,56 +1,45 @@
 #!/usr/bin/env node
 // The `ublk` command: subcommands are small modules; errors become one line on stderr and a non-zero exit.
+// Each command's module is imported only when it runs: `help`, `list` or `del` need not load the
+// queue, target and device code that `add` needs, which costs seconds per call under an emulator.
 import { parseArgs, UsageError } from "./args.js";
-import { add, daemonMain, recover } from "./commands/add.js";
-import { del } from "./commands/del.js";
-import { features } from "./commands/features.js";
 import { help, USAGE } from "./commands/help.js";
-import { list } from "./commands/list.js";
-import { quiesce, stop, updateSize } from "./commands/manage.js";
-import { udevInstall } from "./commands/udev-install.js";
-import { down, up } from "./commands/up.js";
-import { superviseMain } from "./supervise.js";
+
+type Args = ReturnType<typeof parseArgs>;
+
+const commands: Record<string, (args: Args) => Promise<number>> = {
+  add: async (a) => (await import("./commands/add.js")).add(a),
+  recover: async (a) => (await import("./commands/add.js")).recover(a),
+  list: async (a) => (await import("./commands/list.js")).list(a),
+  del: async (a) => (await import("./commands/del.js")).del(a),
+  stop: async (a) => (await import("./commands/manage.js")).stop(a),
+  quiesce: async (a) => (await import("./commands/manage.js")).quiesce(a),
+  update_size: async (a) => (await import("./commands/manage.js")).updateSize(a),
+  up: async (a) => (await import("./commands/up.js")).up(a),
+  down: async (a) => (await import("./commands/up.js")).down(a),
+  features: async () => (await import("./commands/features.js")).features(),
+  "udev-install": async (a) => (await import("./commands/udev-install.js")).udevInstall(a),
+};
 
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
-  if (command === "__supervise") process.exit(await superviseMain(rest[0] ?? "{}", rest[1] ?? "add"));
-  if (command === "__daemon") process.exit(await daemonMain(rest[0] ?? "{}", rest[1] ?? "add"));
+  if (command === "__supervise") {
+    const { superviseMain } = await import("./supervise.js");
+    process.exit(await superviseMain(rest[0] ?? "{}", rest[1] ?? "add"));
+  }
+  if (command === "__daemon") {
+    const { daemonMain } = await import("./commands/add.js");
+    process.exit(await daemonMain(rest[0] ?? "{}", rest[1] ?? "add"));
+  }
   if (command === undefined) {
     process.stderr.write(USAGE);
     return 2;
   }
   const args = parseArgs(rest);
-  if (args.flags.has("help")) return help();
-  switch (command) {
-    case "add":
-      return add(args);
-    case "recover":
-      return recover(args);
-    case "list":
-      return list(args);
-    case "del":
-      return del(args);
-    case "stop":
-      return stop(args);
-    case "quiesce":
-      return quiesce(args);
-    case "update_size":
-      return updateSize(args);
-    case "up":
-      return up(args);
-    case "down":
-      return down(args);
-    case "features":
-      return features();
-    case "udev-install":
-      return udevInstall(args);
-    case "help":
-    case "--help":
-    case "-h":
-      return help();
-    default:
-      throw new UsageError(`unknown command '${command}' (see 'ublk help')`);
-  }
+  if (args.flags.has("help") || command === "help" || command === "--help" || command === "-h") return help();
+  const run = Object.hasOwn(commands, command) ? commands[command] : undefined;
+  if (!run) throw new UsageError(`unknown command '${command}' (see 'ublk help')`);
+  return run(args);
 }
 
 main(process.argv.slice(2)).then(

@@ -5,7 +5,7 @@ import { checkControlAccess } from "../../ctrl/access.js";
 import { ControlDevice, UBLK_CONTROL_PATH } from "../../ctrl/control.js";
 import { UBLK_F_UNPRIVILEGED_DEV, UBLK_F_USER_RECOVERY } from "../../uapi/ublk_cmd.js";
 import { intOption, type ParsedArgs, UsageError } from "../args.js";
-import { type DaemonReport, daemonLogger, runDaemon } from "../daemon.js";
+import type { DaemonReport } from "../daemon.js";
 import { specFromArgs } from "../spec.js";
 import { type AddSpec, readState } from "../state.js";
 
@@ -49,6 +49,8 @@ export async function start(spec: AddSpec, args: ParsedArgs, mode: "add" | "reco
   const quiet = args.flags.has("quiet");
   if (args.flags.has("foreground")) {
     let devId: number | undefined;
+    // The daemon's code (device, queues, targets) loads only where it runs: here, or in the child.
+    const { runDaemon } = await import("../daemon.js");
     const log = (m: string) =>
       process.stderr.write(`ublk-ts${devId === undefined ? "" : ` dev ${devId}`}: ${m}\n`);
     return runDaemon(
@@ -94,6 +96,7 @@ export async function start(spec: AddSpec, args: ParsedArgs, mode: "add" | "reco
 
 /** Body of the detached daemon process (`main.js __daemon SPEC`). */
 export async function daemonMain(specJson: string, mode: string): Promise<number> {
+  const { daemonLogger, runDaemon } = await import("../daemon.js");
   const spec = JSON.parse(specJson);
   let devId: number | undefined;
   const log = daemonLogger(() => devId);
