@@ -1,7 +1,8 @@
 // The project's test command: host tests (pure units and io_uring on this kernel) directly, then the
 // tests that need the ublk driver inside the VM harness, booted once. Prints one closing total.
 import { spawn } from "node:child_process";
-import { existsSync } from "node:fs";
+import { existsSync, readdirSync } from "node:fs";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { ensureHostTools } from "../src/host/ensure.js";
 import { runInVm } from "../src/vm/index.js";
@@ -9,7 +10,8 @@ import { KERNEL_IDS, type KernelId, parseKernelId } from "../src/vm/kernels.js";
 
 const root = fileURLToPath(new URL("../..", import.meta.url));
 // --kernel K (repeatable) picks the kernels of the VM suite, default all; any other plain arguments
-// pick VM test files by name: `npm run test:vm -- --kernel 7.3 recovery lifecycle`.
+// pick VM test files by name: `npm run test:vm -- --kernel 7.3 recovery lifecycle`. --every-kernel
+// runs the target-level files (ONE_KERNEL) on every kernel instead of one.
 const argv = process.argv.slice(2);
 const kernels: KernelId[] = [];
 const picked: string[] = [];
@@ -21,11 +23,35 @@ for (let i = 0; i < argv.length; i++) {
   else if (a.startsWith("--")) args.add(a);
   else picked.push(a);
 }
-if (kernels.length === 0) kernels.push(...KERNEL_IDS);
-const vmFiles =
-  picked.length === 0
-    ? "dist/test/vm/"
-    : picked.map((p) => `dist/test/vm/${p.replace(/(\.test)?\.[jt]s$/, "")}.test.js`).join(" ");
+const kernelsGiven = kernels.length > 0;
+if (!kernelsGiven) kernels.push(...KERNEL_IDS);
+
+/**
+ * VM files whose subject is a target's own TypeScript (an image format, a network protocol, a fault
+ * policy, a config file), above the queue paths that null, loop and ram test on every kernel. When
+ * `npm test` boots both kernels each of these runs in one of them, spread so that the two guests
+ * finish together; `--every-kernel`, `--kernel K` or naming files runs them everywhere asked.
+ */
+const ONE_KERNEL: Readonly<Record<string, KernelId>> = {
+  qcow2: "6.12",
+  nbd: "7.3",
+  stripe: "6.12",
+  "fault-inject": "7.3",
+  zoned: "6.12",
+  "custom-target": "7.3",
+  "up-down": "6.12",
+};
+
+function vmFilesFor(kernel: KernelId, split: boolean): string {
+  const names =
+    picked.length > 0
+      ? picked.map((p) => p.replace(/(\.test)?\.[jt]s$/, ""))
+      : readdirSync(join(root, "dist/test/vm"))
+          .filter((f) => f.endsWith(".test.js"))
+          .map((f) => f.slice(0, -".test.js".length))
+          .filter((n) => !split || (ONE_KERNEL[n] ?? kernel) === kernel);
+  return names.map((n) => `dist/test/vm/${n}.test.js`).join(" ");
+}
 
 interface Totals {
   pass: number;
@@ -65,10 +91,17 @@ function prefixed(tag: string): (chunk: string) => void {
   };
 }
 
-async function runVm(kernel: KernelId, tag?: string): Promise<Totals & { kernelVersion: string }> {
+async function runVm(
+  kernel: KernelId,
+  split: boolean,
+  tag?: string,
+): Promise<Totals & { kernelVersion: string }> {
   // Inside the guest the suite runs as on a ublk-capable host: one file at a time, devices are global.
   const direct = existsSync("/dev/ublk-control");
-  const command = `${process.execPath} --test --test-concurrency=1 --test-reporter=spec ${vmFiles}`;
+  const files = vmFilesFor(kernel, split);
+  // The driver's feature mask, asked once here rather than by each test file's own `ublk features`.
+  const mask = `$(${process.execPath} dist/src/cli/main.js features | sed -n 's/^ublk_drv features: //p')`;
+  const command = `export UBLK_TS_TEST_FEATURES=${mask}; ${process.execPath} --test --test-concurrency=1 --test-reporter=spec ${files}`;
   if (direct) {
     return new Promise((resolve) => {
       const child = spawn("bash", ["-c", command], { cwd: root, stdio: ["ignore", "pipe", "inherit"] });
@@ -111,12 +144,24 @@ if (!args.has("--host-only")) {
   // Several kernels boot side by side (--serial: one after the other): much of a VM test's time is
   // waiting (boots, sleeps, fio's start-up), so two guests on two CPUs take far less than twice one.
   const parallel = runKernels.length > 1 && !args.has("--serial");
+  const split = runKernels.length > 1 && !kernelsGiven && picked.length === 0 && !args.has("--every-kernel");
   process.stdout.write(
     `== VM tests (real ublk driver under qemu): Linux ${runKernels.join(" and ")}${parallel ? ", in parallel, lines tagged by kernel" : ""} ==\n`,
   );
+  if (split) {
+    const where = runKernels.map(
+      (k) =>
+        `${Object.keys(ONE_KERNEL)
+          .filter((n) => ONE_KERNEL[n] === k)
+          .join(", ")} on ${k}`,
+    );
+    process.stdout.write(
+      `   target-level files run on one kernel each: ${where.join("; ")} (--every-kernel: all)\n`,
+    );
+  }
   const results: (Totals & { kernelVersion: string })[] = [];
-  if (parallel) results.push(...(await Promise.all(runKernels.map((k) => runVm(k, `[${k}]`)))));
-  else for (const k of runKernels) results.push(await runVm(k));
+  if (parallel) results.push(...(await Promise.all(runKernels.map((k) => runVm(k, split, `[${k}]`)))));
+  else for (const k of runKernels) results.push(await runVm(k, split));
   for (const t of results) {
     all.push(t);
     perKernel.push(
