@@ -162,7 +162,8 @@ test("a daemon killed while recovering can be recovered again", { skip: skipReas
   assert.equal(ublk("del", "-n", String(id)).code, 0);
 });
 
-test("ext4 survives three kill/recover cycles during writes; fsck is clean", {
+// Two cycles: the second kills a daemon that itself took over by recovery (~45 s a cycle under TCG).
+test("ext4 survives two kill/recover cycles during writes; fsck is clean", {
   skip: skipReason,
 }, async () => {
   sh(
@@ -172,7 +173,7 @@ test("ext4 survives three kill/recover cycles during writes; fsck is clean", {
   const dev = `/dev/ublkb${id}`;
   sh(`mkfs.ext4 -q -F ${dev} && mkdir -p /tmp/ext-mnt && mount ${dev} /tmp/ext-mnt`);
   try {
-    for (let cycle = 0; cycle < 3; cycle++) {
+    for (let cycle = 0; cycle < 2; cycle++) {
       const writer = spawn(
         "bash",
         ["-c", `for i in $(seq 1 12); do cp /tmp/ext-src /tmp/ext-mnt/c${cycle}-$i && sync || exit 1; done`],
