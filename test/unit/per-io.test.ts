@@ -3,6 +3,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { parseArgs, UsageError } from "../../src/cli/args.js";
+import { parseEntry } from "../../src/cli/devices-file.js";
 import { specFromArgs } from "../../src/cli/spec.js";
 import { perIoShares } from "../../src/queue/per-io.js";
 import { perIoThreadCpus } from "../../src/queue/placement.js";
@@ -76,4 +77,11 @@ test("--nthreads N --per_io_tasks asks for UBLK_F_PER_IO_DAEMON; N alone must be
       (e: unknown) => e instanceof UsageError && pattern.test(e.message),
     );
   assert.throws(() => spec("-t", "nbd", "--host", "h", "--per_io_tasks"), /not for -t nbd/);
+});
+
+test("a declared device (devices.d) takes them as options: nthreads and per_io_tasks", () => {
+  const entry = { target: "null", options: { queues: 1, nthreads: 2, per_io_tasks: true } };
+  const { spec: s } = parseEntry("pio", JSON.stringify(entry));
+  assert.equal(s.nthreads, 2);
+  assert.ok(s.flags & UBLK_F_PER_IO_DAEMON);
 });
