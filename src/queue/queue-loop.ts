@@ -1,4 +1,5 @@
-// The hot path: one ublk hardware queue served on the calling thread.
+// The hot path: one ublk hardware queue served on the calling thread (with per-IO daemons, the share of
+// its tags this thread fetched; per-io.ts).
 //
 // Per tag there is one uring_cmd in flight on /dev/ublkcN: FETCH_REQ first, then COMMIT_AND_FETCH_REQ
 // carrying the previous result. A wake-up reaps every CQE, decodes the iod of each new request straight
