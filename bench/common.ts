@@ -3,6 +3,7 @@
 import {
   UBLK_F_AUTO_BUF_REG,
   UBLK_F_BATCH_IO,
+  UBLK_F_PER_IO_DAEMON,
   UBLK_F_SUPPORT_ZERO_COPY,
   UBLK_F_USER_COPY,
 } from "../src/uapi/ublk_cmd.js";
@@ -27,6 +28,8 @@ export interface BenchOptions {
   jobs?: string[];
   /** Only these queue counts (default 1 and 2; smoke 1). */
   queues?: number[];
+  /** Only these ublk-ts variants: "plain" (no flags), or text found in the flags ("per_io_tasks"). */
+  variants?: string[];
 }
 
 /**
@@ -47,6 +50,7 @@ export const USAGE =
   "                 nbd (nbd-client against the same nbdkit export), qcow2 (qemu-nbd + nbd)\n" +
   "  --jobs=IDS     only these fio jobs: rr-qd1, rr-qd64, rw-qd64, seqr-128k, seqw-1m\n" +
   "  --queues=NS    only these queue counts (default 1,2)\n" +
+  "  --variants=VS  only these ublk-ts rows: plain (no flags) or text of their flags (-b, per_io_tasks)\n" +
   "  --peer [NAME=]PATH  also measure another ublk server's CLI (repeatable): ublksrv's `ublk`\n" +
   "                 or kublk (`add -t null|loop -q N -d D`), in the same boot, with ublk-ts/peer ratios";
 
@@ -88,14 +92,15 @@ export function parseOptions(argv: readonly string[]): BenchOptions {
       o.peers = [...(o.peers ?? []), p];
     } else if (key === "--jobs" && val.split(",").every((j) => JOBS.some((x) => x.id === j)))
       o.jobs = val.split(",");
+    else if (key === "--variants" && val) o.variants = val.split(",");
     else if (key === "--queues" && /^[1-4](,[1-4])*$/.test(val))
       o.queues = [...new Set(val.split(",").map(Number))].sort();
     else if (key === "--help" || key === "-h") throw new BenchUsageError("");
     else throw new BenchUsageError(`unknown or malformed argument: ${arg}`);
   }
   if (o.smoke) {
-    if (runtimeSet || repeatSet || o.jobs || o.queues)
-      throw new BenchUsageError("--smoke fixes runtime, repeat, jobs and queues; drop them");
+    if (runtimeSet || repeatSet || o.jobs || o.queues || o.variants)
+      throw new BenchUsageError("--smoke fixes runtime, repeat, jobs, queues and variants; drop them");
     o.runtimeSec = 1;
     o.repeat = 1;
     o.rampSec = 0;
@@ -116,7 +121,7 @@ function joinSpaced(argv: readonly string[]): string[] {
   }
   return out;
 }
-const SPACED = ["--peer", "--jobs", "--queues", "--only", "--kernel"];
+const SPACED = ["--peer", "--jobs", "--queues", "--only", "--kernel", "--variants"];
 
 /** The same options as command-line flags (host -> guest). */
 export function optionsToArgs(o: BenchOptions): string[] {
@@ -128,6 +133,7 @@ export function optionsToArgs(o: BenchOptions): string[] {
     ...more,
     ...(o.jobs ? [`--jobs=${o.jobs.join(",")}`] : []),
     ...(o.queues ? [`--queues=${o.queues.join(",")}`] : []),
+    ...(o.variants ? [`--variants=${o.variants.join(",")}`] : []),
   ];
 }
 
@@ -159,6 +165,10 @@ export type Impl = "ublk-ts" | "kernel" | "peer";
 export interface Variant {
   flags: string[];
   needs?: number;
+  /** Only with these queue counts (default: every one measured). */
+  queues?: number[];
+  /** Left out of --smoke (CI's time budget). */
+  full?: boolean;
 }
 
 /** One device kind: a ublk-ts target measured against the kernel's own driver for the same job. */
@@ -183,20 +193,28 @@ const NEWER_DATA_PATHS: Variant[] = [
 /** Batched IO commands (copying data path): next to the per-tag rows, where the driver has them. */
 const BATCH: Variant = { flags: ["-b"], needs: UBLK_F_BATCH_IO };
 
+/** Per-IO daemons: one queue served by two threads, each with half its tags; not in --smoke. */
+const PER_IO: Variant = {
+  flags: ["--nthreads", "2", "--per_io_tasks"],
+  needs: UBLK_F_PER_IO_DAEMON,
+  queues: [1],
+  full: true,
+};
+
 /** Measured in this order. */
 export const BENCH_KINDS: readonly BenchKind[] = [
   {
     kind: "null",
     reference: "null_blk",
     referencePerQueues: true,
-    variants: [{ flags: [] }, BATCH, { flags: ["-g"] }, ...NEWER_DATA_PATHS],
+    variants: [{ flags: [] }, BATCH, { flags: ["-g"] }, ...NEWER_DATA_PATHS, PER_IO],
     peers: true,
   },
   {
     kind: "loop",
     reference: "loop (kernel)",
     referencePerQueues: false,
-    variants: [{ flags: [] }, BATCH, ...NEWER_DATA_PATHS],
+    variants: [{ flags: [] }, BATCH, ...NEWER_DATA_PATHS, PER_IO],
     peers: true,
   },
   // The ram target runs with NEED_GET_DATA (-g says so in the label); with -b the driver offers none,
@@ -245,6 +263,7 @@ export function deviceConfigs(o: BenchOptions): DeviceConfig[] {
       if (refQueues.includes(q)) out.push({ kind: k.kind, impl: "kernel", queues: q, flags: [] });
       // The smoke checks that the bench runs end to end; the other data paths have their VM tests.
       for (const v of o.smoke ? k.variants.slice(0, 1) : k.variants) {
+        if ((v.full && o.smoke) || (v.queues && !v.queues.includes(q)) || !variantPicked(v, o)) continue;
         out.push({ kind: k.kind, impl: "ublk-ts", queues: q, flags: v.flags, needs: v.needs });
       }
       if (k.peers)
@@ -253,6 +272,18 @@ export function deviceConfigs(o: BenchOptions): DeviceConfig[] {
     }
   }
   return out;
+}
+
+function variantPicked(v: Variant, o: BenchOptions): boolean {
+  if (!o.variants) return true;
+  const flags = v.flags.join(" ");
+  return o.variants.some((t) => (t === "plain" ? flags === "" : flags.includes(t)));
+}
+
+/** Threads serving a ublk-ts device: --nthreads N, else one per queue. */
+export function threadsOf(c: { queues: number; flags: readonly string[] }): number {
+  const at = c.flags.indexOf("--nthreads");
+  return at >= 0 ? Number(c.flags[at + 1]) : c.queues;
 }
 
 export function jobsFor(o: BenchOptions): FioJobSpec[] {

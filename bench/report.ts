@@ -76,7 +76,11 @@ const num = (n: number | undefined, digits = 0) =>
   n === undefined || !Number.isFinite(n) ? "-" : n.toFixed(digits);
 const lat = (us: number | undefined) => (us === undefined ? "-" : num(us, us < 100 ? 1 : 0));
 const fmtRatio = (x: number) => x.toFixed(x < 0.1 ? 3 : 2);
-const pins = (r: Row) => (r.queueCpus ? r.queueCpus.map((c, q) => `q${q}:${c.join(",")}`).join(" ") : "");
+// Per-IO daemons: a thread each (t0, t1, ...) rather than a queue each.
+const pins = (r: Row) => {
+  const p = r.flags.includes("--per_io_tasks") ? "t" : "q";
+  return r.queueCpus ? r.queueCpus.map((c, q) => `${p}${q}:${c.join(",")}`).join(" ") : "";
+};
 
 /** Columns: the fixed ones, then one "ts/PEER" ratio column per peer, then the queue CPUs. */
 export function header(rows: readonly Row[]): { names: string[]; right: boolean[] } {

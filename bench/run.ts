@@ -148,7 +148,7 @@ async function main(argv: string[]): Promise<number> {
   // One report per kernel series; a run straight on a ublk host is filed under its own series.
   const series = direct ? release().split(".").slice(0, 2).join(".") : kernel;
   // A subset (--only, --jobs, --queues) never overwrites the full table.
-  const partial = o.only || o.jobs || o.queues;
+  const partial = o.only || o.jobs || o.queues || o.variants;
   const base = join(RESULTS, `${o.smoke ? "smoke" : partial ? "partial" : "latest"}-${series}`);
   writeAtomic(`${base}.json`, `${JSON.stringify(res, null, 2)}\n`);
   writeAtomic(`${base}.md`, markdown(res));

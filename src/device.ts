@@ -1,5 +1,6 @@
 // A ublk device served by this process: ADD_DEV, SET_PARAMS, one queue thread per hardware queue
-// (each arms all its tags), START_DEV, and the reverse on stop. Policy for the whole lifecycle lives here.
+// (each arms all its tags; with per-IO daemons, --nthreads threads each arming its share of every
+// queue's tags), START_DEV, and the reverse on stop. Policy for the whole lifecycle lives here.
 import { closeSync, constants, openSync } from "node:fs";
 import { Worker } from "node:worker_threads";
 import { charDevPath, refusalReason } from "./ctrl/access.js";
@@ -14,7 +15,9 @@ import {
 } from "./ctrl/params.js";
 import { integrityFormat, integrityFormatOf, integrityLayout, integrityRefusal } from "./device-integrity.js";
 import type { IntegrityLayout } from "./queue/integrity.js";
-import { queueThreadCpus } from "./queue/placement.js";
+import { perIoShares } from "./queue/per-io.js";
+import { perIoThreadCpus, queueThreadCpus } from "./queue/placement.js";
+import type { QueueConfig } from "./queue/queue-loop.js";
 import type { QueueWorkerData, QueueWorkerMessage } from "./queue/worker.js";
 import { openSharedFile, SharedMemory, type SharedMemoryOptions } from "./shared-memory.js";
 import { shmemSocketPath } from "./shmem-socket.js";
@@ -29,6 +32,11 @@ export interface DeviceOptions {
   /** Device id, or -1 (default) for the first free one. */
   devId?: number;
   queues?: number;
+  /**
+   * Serving threads, with UBLK_F_PER_IO_DAEMON in `flags` (then any count up to queues x depth);
+   * without it, the queue count (the default).
+   */
+  threads?: number;
   depth?: number;
   /** Per-tag IO buffer, also the largest request; default 512 KiB. */
   maxIoBufBytes?: number;
@@ -43,9 +51,13 @@ export interface DeviceOptions {
 }
 
 export interface QueueInfo {
+  /** The queue (per-IO daemons: the first queue the thread serves). */
   qid: number;
   tid: number;
   cpus: number[];
+  /** Per-IO daemons: the thread's index, and per queue it serves, how many of its tags. */
+  thread?: number;
+  serves?: { qid: number; tags: number }[];
 }
 
 const WAIT_STEP_MS = 20;
@@ -111,6 +123,7 @@ class QueueThread {
   private onPrepared!: () => void;
 
   constructor(data: QueueWorkerData, log: (m: string) => void) {
+    const name = data.thread === undefined ? `queue ${data.cfgs[0].qid}` : `thread ${data.thread}`;
     this.worker = new Worker(new URL("./queue/worker.js", import.meta.url), { workerData: data });
     this.prepared = new Promise((resolve) => {
       this.onPrepared = resolve;
@@ -119,16 +132,18 @@ class QueueThread {
       this.worker.on("message", (m: QueueWorkerMessage) => {
         if (m.type === "prepared") this.onPrepared();
         else if (m.type === "ready") {
-          this.info = { qid: data.cfg.qid, tid: m.tid, cpus: m.cpus };
+          this.info = { qid: data.cfgs[0].qid, tid: m.tid, cpus: m.cpus };
+          if (data.thread !== undefined) {
+            this.info.thread = data.thread;
+            this.info.serves = data.cfgs.map((c) => ({ qid: c.qid, tags: c.tags?.length ?? c.depth }));
+          }
           resolve(this.info);
         } else if (m.type === "log") log(m.message);
-        else if (m.type === "error") reject(new DeviceError(`queue ${data.cfg.qid}: ${m.message}`));
+        else if (m.type === "error") reject(new DeviceError(`${name}: ${m.message}`));
         else if (m.type === "done") this.done = true;
       });
       this.worker.on("error", (err) => reject(err));
-      this.worker.on("exit", () =>
-        reject(new DeviceError(`queue ${data.cfg.qid} thread exited before it was ready`)),
-      );
+      this.worker.on("exit", () => reject(new DeviceError(`${name} thread exited before it was ready`)));
     });
     // A thread that fails before it is prepared settles `ready` with the error; let that win (this
     // handler also keeps the rejection from going unhandled).
@@ -154,7 +169,9 @@ class QueueThread {
 
 /**
  * One thread per hardware queue, pinned where the driver suggests, started and with its target
- * loaded, but not yet touching the device (see startQueues).
+ * loaded, but not yet touching the device (see startQueues). With UBLK_F_PER_IO_DAEMON, `nthreads`
+ * threads instead, each with its share of the (queue, tag) pairs (per-io.ts), placed on the CPUs of
+ * the queues it serves.
  */
 async function prepareQueues(
   ctrl: ControlDevice,
@@ -166,22 +183,33 @@ async function prepareQueues(
   autoBufRegFallback = false,
   integrity?: IntegrityLayout,
   shmemTable?: SharedArrayBuffer,
+  nthreads = info.nrHwQueues,
 ): Promise<void> {
-  for (let qid = 0; qid < info.nrHwQueues; qid++) {
-    const cpus = queueThreadCpus(await ctrl.getQueueAffinity(info.devId, qid));
-    const cfg = {
-      devId: info.devId,
-      qid,
-      depth: info.queueDepth,
-      bufSize: info.maxIoBufBytes,
-      charFd: -1,
-      flags: info.flags,
-      autoBufRegFallback,
-      integrity,
-      shmemTable,
-    };
-    threads.push(new QueueThread({ cfg, targetUrl, state: setup.state, cpus }, log));
-  }
+  const driverCpus: number[][] = [];
+  for (let qid = 0; qid < info.nrHwQueues; qid++)
+    driverCpus.push(await ctrl.getQueueAffinity(info.devId, qid));
+  const base = {
+    devId: info.devId,
+    depth: info.queueDepth,
+    bufSize: info.maxIoBufBytes,
+    charFd: -1,
+    flags: info.flags,
+    autoBufRegFallback,
+    integrity,
+    shmemTable,
+  };
+  const state = setup.state;
+  if (info.flags & U.UBLK_F_PER_IO_DAEMON) {
+    for (const share of perIoShares(info.nrHwQueues, info.queueDepth, nthreads)) {
+      const cfgs: QueueConfig[] = share.queues.map(({ qid, tags }) => ({ ...base, qid, tags }));
+      const cpus = perIoThreadCpus(share.queues.map(({ qid }) => driverCpus[qid]));
+      threads.push(new QueueThread({ cfgs, thread: share.thread, targetUrl, state, cpus }, log));
+    }
+  } else
+    for (let qid = 0; qid < info.nrHwQueues; qid++) {
+      const cpus = queueThreadCpus(driverCpus[qid]);
+      threads.push(new QueueThread({ cfgs: [{ ...base, qid }], targetUrl, state, cpus }, log));
+    }
   await Promise.race([
     Promise.all(threads.map((t) => t.prepared)),
     Promise.all(threads.map((t) => t.ready)), // rejects first if a thread fails early
@@ -196,6 +224,8 @@ function startQueues(threads: QueueThread[], charFd: number): Promise<QueueInfo[
 
 export interface RecoverOptions {
   devId: number;
+  /** With UBLK_F_PER_IO_DAEMON: how many threads serve (default: one per queue). */
+  threads?: number;
   /** As given to create(). */
   autoBufRegFallback?: boolean;
   target: string;
@@ -273,11 +303,19 @@ export class UblkDevice {
     const log = opts.log ?? ((m: string) => process.stderr.write(`${m}\n`));
     const queues = opts.queues ?? 1;
     const depth = opts.depth ?? 128;
+    const nthreads = opts.threads ?? queues;
+    const perIo = ((opts.flags ?? 0) & U.UBLK_F_PER_IO_DAEMON) !== 0;
     const maxIoBufBytes = opts.maxIoBufBytes ?? 512 * 1024;
     if (!Number.isInteger(queues) || queues < 1 || queues > U.UBLK_MAX_NR_QUEUES)
       throw new DeviceError(`queue count ${queues} must be 1..${U.UBLK_MAX_NR_QUEUES}`);
     if (!Number.isInteger(depth) || depth < 1 || depth > U.UBLK_MAX_QUEUE_DEPTH)
       throw new DeviceError(`queue depth ${depth} must be 1..${U.UBLK_MAX_QUEUE_DEPTH}`);
+    if (!perIo && nthreads !== queues)
+      throw new DeviceError(
+        `${nthreads} threads for ${queues} queues: without per-IO daemons (UBLK_F_PER_IO_DAEMON) each queue has one thread`,
+      );
+    if (!Number.isInteger(nthreads) || nthreads < 1 || nthreads > queues * depth)
+      throw new DeviceError(`thread count ${nthreads} must be 1..${queues * depth} (queues x depth)`);
     if (maxIoBufBytes < 4096 || maxIoBufBytes % 4096 !== 0)
       throw new DeviceError(`IO buffer size ${maxIoBufBytes} must be a multiple of 4096`);
 
@@ -372,7 +410,8 @@ export class UblkDevice {
           U.UBLK_F_AUTO_BUF_REG |
           U.UBLK_F_INTEGRITY |
           U.UBLK_F_BATCH_IO |
-          U.UBLK_F_SHMEM_ZC);
+          U.UBLK_F_SHMEM_ZC |
+          U.UBLK_F_PER_IO_DAEMON);
       if (missing)
         throw new DeviceError(
           `this ublk driver does not support ${U.featureNames(missing).join(" and ")} (see 'ublk features')`,
@@ -395,6 +434,7 @@ export class UblkDevice {
         opts.autoBufRegFallback,
         integrityLayout(integrity),
         shmem?.table,
+        nthreads,
       );
       const queueInfos = await startQueues(threads, charFd);
       await ctrl.startDev(devId, process.pid);
@@ -477,6 +517,8 @@ export class UblkDevice {
         log,
         opts.autoBufRegFallback,
         integrityLayout(integrity),
+        undefined,
+        info.flags & U.UBLK_F_PER_IO_DAEMON ? (opts.threads ?? info.nrHwQueues) : info.nrHwQueues,
       );
       const deadline = Date.now() + (opts.waitMs ?? 60_000);
       for (;;) {

@@ -1,7 +1,7 @@
 // A device under measurement, and how a ublk-ts one comes up: `ublk add` through the CLI, then the
 // daemon's pid and queue placement from `ublk list --json`.
 import type { DeviceConfig } from "../common.js";
-import { QUEUE_DEPTH } from "../common.js";
+import { QUEUE_DEPTH, threadsOf } from "../common.js";
 import { type Peer, parsePeerAdd } from "../peers.js";
 import { must, onTeardown, readTicks, ublk, waitForNode } from "./exec.js";
 
@@ -30,7 +30,7 @@ interface ListedDevice {
   daemon_pid: number;
   flags: number;
   state: string;
-  queues: { qid: number; tid: number; cpus: number[] }[];
+  queues: { qid: number; tid: number; cpus: number[]; thread?: number }[];
 }
 
 export async function setUpUblk(c: DeviceConfig, target: string[]): Promise<LiveDevice> {
@@ -42,14 +42,20 @@ export async function setUpUblk(c: DeviceConfig, target: string[]): Promise<Live
   onTeardown(`ublk device ${id}`, () => ublk("del", "-n", id));
   const listed = (JSON.parse(ublk("list", "-n", id, "--json")) as ListedDevice[])[0];
   if (listed?.state !== "LIVE") throw new Error(`ublk device ${id} is not LIVE: ${JSON.stringify(listed)}`);
-  if (listed.queues.length !== c.queues) {
-    throw new Error(`ublk device ${id} lists ${listed.queues.length} queue(s), asked for ${c.queues}`);
+  if (listed.queues.length !== threadsOf(c)) {
+    throw new Error(`ublk device ${id} lists ${listed.queues.length} thread(s), asked for ${threadsOf(c)}`);
   }
   const dev = `/dev/ublkb${id}`;
   await waitForNode(dev);
   readTicks(listed.daemon_pid); // fails now, not mid-run, if the pid is wrong
-  const queueCpus = [...listed.queues].sort((a, b) => a.qid - b.qid).map((q) => q.cpus);
-  const pins = listed.queues.map((q) => `q${q.qid} tid ${q.tid} cpus ${q.cpus.join(",")}`).join("; ");
+  // Per-IO daemons list a thread each (its index in `thread`), others a queue each.
+  const order = (q: ListedDevice["queues"][number]) => q.thread ?? q.qid;
+  const queueCpus = [...listed.queues].sort((a, b) => order(a) - order(b)).map((q) => q.cpus);
+  const pins = listed.queues
+    .map(
+      (q) => `${q.thread === undefined ? `q${q.qid}` : `t${q.thread}`} tid ${q.tid} cpus ${q.cpus.join(",")}`,
+    )
+    .join("; ");
   return {
     dev,
     daemonPid: listed.daemon_pid,

@@ -55,6 +55,8 @@ const VALUE_OPTIONS: Record<string, string> = {
   "--socket": "socket",
   "--export": "export",
   "--connections": "connections",
+  // per-IO daemons (UBLK_F_PER_IO_DAEMON), kublk's spelling
+  "--nthreads": "nthreads",
   // integrity (UBLK_F_INTEGRITY)
   "--metadata_size": "metadata_size",
   "--pi_offset": "pi_offset",
@@ -107,6 +109,7 @@ const FLAGS: Record<string, string> = {
   "--integrity_capable": "integrity_capable",
   "--integrity_reftag": "integrity_reftag",
   "--shmem_zc": "shmem_zc",
+  "--per_io_tasks": "per_io_tasks",
   "--rdonly_shmem_buf": "rdonly_shmem_buf",
   "-h": "help",
   "--help": "help",

@@ -58,6 +58,7 @@ export async function runDaemon(
       mode === "recover"
         ? await UblkDevice.recover({
             devId: spec.devId,
+            threads: spec.nthreads,
             target: spec.target,
             targetOptions: spec.targetOptions,
             autoBufRegFallback: spec.autoBufRegFallback,
@@ -68,6 +69,7 @@ export async function runDaemon(
             targetOptions: spec.targetOptions,
             devId: spec.devId,
             queues: spec.queues,
+            threads: spec.nthreads,
             depth: spec.depth,
             maxIoBufBytes: spec.maxIoBufBytes,
             flags: spec.flags,

@@ -24,7 +24,13 @@ export function formatDevice(
   if (info.flags & UBLK_F_UNPRIVILEGED_DEV)
     lines.push(`\towner: ${info.ownerUid}:${info.ownerGid} (unprivileged)`);
   for (const q of queues) {
-    lines.push(`\tqueue ${q.qid}: tid ${q.tid} affinity(${q.cpus.map((c) => `${c} `).join("")})`);
+    const affinity = `affinity(${q.cpus.map((c) => `${c} `).join("")})`;
+    // Per-IO daemons: a line per thread, with the tags it serves of each queue.
+    if (q.thread !== undefined)
+      lines.push(
+        `\tthread ${q.thread}: tid ${q.tid} ${affinity} tags ${(q.serves ?? []).map((s) => `q${s.qid}:${s.tags}`).join(" ")}`,
+      );
+    else lines.push(`\tqueue ${q.qid}: tid ${q.tid} ${affinity}`);
   }
   return `${lines.join("\n")}\n`;
 }

@@ -104,6 +104,38 @@ function paramsFrom(options: Record<string, string>): DeviceParamOverrides {
   return p as DeviceParamOverrides;
 }
 
+/**
+ * --nthreads N [--per_io_tasks] (kublk's): with per-IO daemons (UBLK_F_PER_IO_DAEMON) N threads serve
+ * every queue's tags between them, whatever the queue count; without, N must be the queue count.
+ */
+function threadsFrom(
+  { options, flags }: ParsedArgs,
+  queues: number,
+  depth: number,
+  ublkFlags: number,
+): { perIo: boolean; count: number } {
+  const perIo = flags.has("per_io_tasks");
+  const count = intOption(options, "nthreads", queues, 1, U.UBLK_MAX_NR_QUEUES);
+  if (!perIo) {
+    if (count !== queues)
+      throw new UsageError(
+        `--nthreads ${count} differs from the queue count ${queues}: that needs --per_io_tasks (per-IO daemons)`,
+      );
+    return { perIo, count };
+  }
+  if (count > queues * depth)
+    throw new UsageError(
+      `--nthreads ${count} is more than the ${queues * depth} tags (queues x depth) to serve`,
+    );
+  if (ublkFlags & U.UBLK_F_BATCH_IO)
+    throw new UsageError("--per_io_tasks with -b (batched IO commands) is not supported: drop one of them");
+  if (ublkFlags & U.UBLK_F_SHMEM_ZC)
+    throw new UsageError("--per_io_tasks with --shmem_zc is not supported: drop one of them");
+  if (options.type === "nbd")
+    throw new UsageError("--per_io_tasks is not for -t nbd: it serves each queue on one connection");
+  return { perIo, count };
+}
+
 export function specFromArgs(args: ParsedArgs): AddSpec {
   const { options, flags, positional } = args;
   const type = options.type;
@@ -212,6 +244,9 @@ export function specFromArgs(args: ParsedArgs): AddSpec {
     if (options.queues === undefined) queues = conns;
     targetOptions.connections = String(queues);
   }
+  const depth = intOption(options, "depth", 128, 1, U.UBLK_MAX_QUEUE_DEPTH);
+  const nthreads = threadsFrom(args, queues, depth, ublkFlags);
+  if (nthreads.perIo) ublkFlags |= U.UBLK_F_PER_IO_DAEMON;
   const maxIoBuf = sizeOpt(options, "max_io_buf_bytes") ?? 512 * 1024;
   const params = paramsFrom(options);
   const integrity = integrityFrom(args);
@@ -225,7 +260,8 @@ export function specFromArgs(args: ParsedArgs): AddSpec {
     devId: intOption(options, "number", -1, -1, 2 ** 20),
     // As the driver does, never more queues than CPUs by default.
     queues,
-    depth: intOption(options, "depth", 128, 1, U.UBLK_MAX_QUEUE_DEPTH),
+    ...(nthreads.perIo ? { nthreads: nthreads.count } : {}),
+    depth,
     maxIoBufBytes: maxIoBuf,
     flags: ublkFlags,
     autoBufRegFallback: flags.has("auto_zc_fallback") || undefined,

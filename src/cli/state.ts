@@ -17,6 +17,8 @@ export interface AddSpec {
   targetOptions: Record<string, string | boolean | string[]>;
   devId: number;
   queues: number;
+  /** --per_io_tasks: how many threads serve the queues (UBLK_F_PER_IO_DAEMON is in `flags`). */
+  nthreads?: number;
   depth: number;
   maxIoBufBytes: number;
   flags: number;

@@ -18,3 +18,12 @@ export function queueThreadCpus(driverCpus: number[], placement = QUEUE_PLACEMEN
   if (placement === "first") return driverCpus.slice(0, 1);
   return driverCpus;
 }
+
+/**
+ * A per-IO daemon's CPUs: it serves tags of several queues, so the union of their driver CPUs,
+ * placed by the same rule as a queue thread's.
+ */
+export function perIoThreadCpus(driverCpusPerQueue: number[][], placement = QUEUE_PLACEMENT): number[] {
+  const union = [...new Set(driverCpusPerQueue.flat())].sort((a, b) => a - b);
+  return queueThreadCpus(union, placement);
+}

@@ -1,4 +1,5 @@
-// The hot path: one ublk hardware queue served on the calling thread.
+// The hot path: one ublk hardware queue served on the calling thread (with per-IO daemons, the share of
+// its tags this thread fetched; per-io.ts).
 //
 // Per tag there is one uring_cmd in flight on /dev/ublkcN: FETCH_REQ first, then COMMIT_AND_FETCH_REQ
 // carrying the previous result. A wake-up reaps every CQE, decodes the iod of each new request straight
@@ -93,6 +94,16 @@ export interface QueueConfig {
   integrity?: IntegrityLayout;
   /** UBLK_F_SHMEM_ZC: the daemon's table of registered shared regions (shmem-zc.ts). */
   shmemTable?: SharedArrayBuffer;
+  /**
+   * UBLK_F_PER_IO_DAEMON: the tags of this queue this thread serves (ascending); the others belong
+   * to other threads. Default: all of them.
+   */
+  tags?: number[];
+  /**
+   * Wait through the event loop (the ring's eventfd), never inside io_uring_enter: a thread hosting
+   * several queues' loops must not block in one of them.
+   */
+  eventLoop?: boolean;
 }
 
 export class QueueLoop<S = unknown> implements QueueContext<S> {
@@ -127,6 +138,10 @@ export class QueueLoop<S = unknown> implements QueueContext<S> {
   private readonly batch: BatchCommands | null = null;
   /** --shmem_zc: requests whose data lies in a registered shared region are served from it. */
   private readonly shared: SharedRegions | null;
+  /** The tags this loop serves (all of the queue's, or a per-IO daemon's share). */
+  private readonly ownTags: number[];
+  /** Waits only through the event loop (UBLK_TS_QUEUE_WAIT=event, or several loops on one thread). */
+  private readonly eventOnly: boolean;
   private live = 0; // tags not yet aborted
   private flushScheduled = false;
   /** Target Promises not yet settled: while any is, the event loop drives wake-ups. */
@@ -155,10 +170,13 @@ export class QueueLoop<S = unknown> implements QueueContext<S> {
     this.zeroCopy = (cfg.flags & ZERO_COPY_FLAGS) !== 0;
     this.autoBufReg = (cfg.flags & U.UBLK_F_AUTO_BUF_REG) !== 0;
     this.shared = cfg.shmemTable ? new SharedRegions(cfg.shmemTable) : null;
+    this.ownTags = cfg.tags ?? Array.from({ length: cfg.depth }, (_, tag) => tag);
+    this.eventOnly = ALWAYS_EVENT_LOOP || cfg.eventLoop === true;
+    const served = this.ownTags.length;
     // Room for a command and a target operation per tag (zero copy: a buffer register and
     // unregister too), plus slack for multi-op targets.
     const perTag = this.zeroCopy ? 4 : cfg.integrity ? 3 : 2;
-    const ringOptions = { entries: Math.max(8, perTag * cfg.depth), cqEntries: 4 * cfg.depth };
+    const ringOptions = { entries: Math.max(8, perTag * served), cqEntries: Math.max(16, 4 * served) };
     try {
       this.ring = new Ring({ ...ringOptions, flags: RING_FLAGS });
     } catch (err) {
@@ -185,11 +203,17 @@ export class QueueLoop<S = unknown> implements QueueContext<S> {
     const pooled = !this.zeroCopy && (this.userCopy || (cfg.flags & U.UBLK_F_NEED_GET_DATA) !== 0);
     this.pool = pooled ? new BufferPool(cfg.bufSize) : null;
     if (this.zeroCopy) this.ring.registerSparseBuffers(cfg.depth);
-    const buffers = pooled || this.zeroCopy ? null : native.allocBuffer(cfg.depth * cfg.bufSize);
+    // A buffer per tag served here (per-IO daemons: only this thread's share of the queue's tags).
+    const buffers = pooled || this.zeroCopy ? null : native.allocBuffer(served * cfg.bufSize);
     const base = buffers ? native.bufferAddress(buffers) : 0;
+    const slot = new Int32Array(cfg.depth).fill(-1);
+    this.ownTags.forEach((tag, i) => {
+      slot[tag] = i;
+    });
     for (let tag = 0; tag < cfg.depth; tag++) {
-      const buf = buffers ? new Uint8Array(buffers, tag * cfg.bufSize, cfg.bufSize) : NO_BUFFER;
-      this.requests.push(new Request(cfg.qid, tag, buf, buffers ? base + tag * cfg.bufSize : 0, pooled));
+      const at = slot[tag] * cfg.bufSize;
+      const buf = buffers && at >= 0 ? new Uint8Array(buffers, at, cfg.bufSize) : NO_BUFFER;
+      this.requests.push(new Request(cfg.qid, tag, buf, buffers && at >= 0 ? base + at : 0, pooled));
       this.copyOutBuffers.push(null);
       this.onSettled.push((res) => this.settleAsync(tag, res));
       this.onFailed.push((err) => this.settleAsync(tag, this.errorResult(err)));
@@ -220,17 +244,16 @@ export class QueueLoop<S = unknown> implements QueueContext<S> {
       this.batch.start(this.onCqe);
       this.live = 1; // until the fetch is gone and everything taken is committed
     } else {
-      for (let tag = 0; tag < this.depth; tag++)
-        this.sendCmd(tag, U.UBLK_U_IO_FETCH_REQ, 0, this.bufferAddr(tag));
-      this.live = this.depth;
+      for (const tag of this.ownTags) this.sendCmd(tag, U.UBLK_U_IO_FETCH_REQ, 0, this.bufferAddr(tag));
+      this.live = this.ownTags.length;
     }
     this.ring.submit();
-    if (ALWAYS_EVENT_LOOP) this.enterEventMode();
+    if (this.eventOnly) this.enterEventMode();
     else this.scheduleSync();
   }
 
   private scheduleSync(): void {
-    if (this.syncScheduled || ALWAYS_EVENT_LOOP) return;
+    if (this.syncScheduled || this.eventOnly) return;
     this.syncScheduled = true;
     setImmediate(this.runSync);
   }

@@ -80,6 +80,32 @@ describe("bench --jobs, --queues", () => {
   });
 });
 
+describe("bench per-IO daemon rows", () => {
+  const perIo = (argv: string[]) =>
+    deviceConfigs(parseOptions(argv))
+      .filter((c) => c.flags.includes("--per_io_tasks"))
+      .map((c) => `${c.kind} q${c.queues} ${c.flags.join(" ")}`);
+
+  it("measure null and loop with 1 queue on 2 threads, never in --smoke", () => {
+    assert.deepEqual(perIo([]), [
+      "null q1 --nthreads 2 --per_io_tasks",
+      "loop q1 --nthreads 2 --per_io_tasks",
+    ]);
+    assert.deepEqual(perIo(["--smoke"]), []);
+    assert.deepEqual(perIo(["--queues=2"]), []);
+  });
+
+  it("--variants keeps the kernel references and only the ublk-ts rows named", () => {
+    const o = parseOptions(["--only=null", "--queues=1", "--variants", "plain,per_io_tasks"]);
+    assert.deepEqual(
+      deviceConfigs(o).map((c) => `${c.impl} ${c.flags.join(" ")}`.trim()),
+      ["kernel", "ublk-ts", "ublk-ts --nthreads 2 --per_io_tasks"],
+    );
+    assert.deepEqual(parseOptions(optionsToArgs(o)).variants, ["plain", "per_io_tasks"]);
+    assert.throws(() => parseOptions(["--smoke", "--variants=plain"]), /smoke/);
+  });
+});
+
 describe("bench report with peers", () => {
   const row = (impl: Row["impl"], iops: number, extra: Partial<Row> = {}): Row => ({
     kind: "null",

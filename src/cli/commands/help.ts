@@ -5,7 +5,7 @@ usage: ublk <command> [options]
 
   add -t TARGET [-n ID] [-q QUEUES] [-d DEPTH] [--foreground] [--quiet] [-r 0|1] [-i 0|1] [-e 0|1]
       [-g] [-u] [-z] [--auto_zc [--auto_zc_fallback]] [--batch|-b] [--shmem_zc [--htlb FILE]]
-      [--uring_comp 0|1] [--unprivileged]
+      [--uring_comp 0|1] [--unprivileged] [--nthreads N --per_io_tasks]
       [target options] [FILE...]
         TARGET: null, loop, ram, stripe, fault_inject, zoned, nbd, qcow2, or ./my-target.ts (.mts, .js)
         create /dev/ublkbN and leave a daemon serving it; prints the device once it is LIVE
@@ -35,6 +35,10 @@ usage: ublk <command> [options]
            O_DIRECT IO from memory the application shares with the daemon (FILE, typically on
            hugetlbfs, mapped by both; or a memfd sent to /run/ublk/ublkbN.sock) is served from it
            without a copy; --rdonly_shmem_buf registers FILE read-only (then only writes use it)
+        --nthreads N --per_io_tasks: per-IO daemons (7.3): N threads serve all queues' tags
+           between them (thread t takes pairs t, t+N, ... of the (queue, tag) list, queue major),
+           any N up to queues x depth; without --per_io_tasks N must be the queue count;
+           not with -b, --shmem_zc or -t nbd
         nbd options:   --host HOST [--port PORT] | --socket PATH, [--export NAME]
                        [--connections N] (one per queue; default 1) [--timeout SECONDS] (default 30:
                        how long IO waits for a lost server while it reconnects); --tls is refused

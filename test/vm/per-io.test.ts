@@ -1,0 +1,227 @@
+// Per-IO daemons (--nthreads N --per_io_tasks, UBLK_F_PER_IO_DAEMON): the serving threads are free of
+// the hardware queues (1 queue on 2 threads, 2 queues on 4, 8 queues on 2), each fetching its share
+// of the (queue, tag) pairs. Data checks with fio crc32c verify and byte comparisons, delete under
+// IO, kill -9 and recover; on a driver without the feature, the one-line refusals.
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { existsSync, readFileSync, rmSync } from "node:fs";
+import { after, test } from "node:test";
+import * as U from "../../src/uapi/ublk_cmd.js";
+import {
+  addDevice,
+  daemonPids,
+  deleteAll,
+  fioRun,
+  fioWriteThenVerify,
+  freshImage,
+  hasAny,
+  listedIds,
+  needs,
+  sh,
+  skipReason,
+  sleep,
+  ublk,
+  waitFor,
+} from "./helpers.js";
+
+const DIR = "/tmp/ublk-perio-test"; // the guest's tmpfs
+
+after(() => {
+  if (skipReason) return;
+  deleteAll();
+  rmSync(DIR, { recursive: true, force: true });
+});
+
+interface Listed {
+  nr_hw_queues: number;
+  flags: number;
+  state: string;
+  daemon_pid: number;
+  queues: { thread?: number; tid: number; serves?: { qid: number; tags: number }[] }[];
+}
+
+function listed(id: number): Listed {
+  const r = ublk("list", "-n", String(id), "--json");
+  assert.equal(r.code, 0, r.stderr);
+  return JSON.parse(r.stdout)[0];
+}
+
+function refusedInOneLine(args: string[], pattern: RegExp): void {
+  const r = ublk("add", ...args);
+  assert.notEqual(r.code, 0, `ublk add ${args.join(" ")} was accepted`);
+  assert.match(r.stderr, pattern);
+  assert.equal(r.stderr.trim().split("\n").length, 1, r.stderr);
+}
+
+/**
+ * The device runs with the flag, `n` distinct threads, and they serve every (queue, tag) once. The
+ * driver grants at most one queue per CPU (the VM has 2): `asked` is an upper bound.
+ */
+function checkThreads(id: number, asked: number, depth: number, n: number): void {
+  const l = listed(id);
+  assert.ok(l.flags & U.UBLK_F_PER_IO_DAEMON, "UBLK_F_PER_IO_DAEMON not granted");
+  const queues = l.nr_hw_queues;
+  assert.ok(queues >= 1 && queues <= asked, `${queues} queues for ${asked} asked`);
+  assert.equal(l.queues.length, n, JSON.stringify(l.queues));
+  assert.equal(new Set(l.queues.map((q) => q.tid)).size, n, "threads share a tid");
+  const perQueue = new Array(queues).fill(0);
+  for (const t of l.queues) for (const s of t.serves ?? []) perQueue[s.qid] += s.tags;
+  assert.deepEqual(perQueue, new Array(queues).fill(depth));
+  const text = ublk("list", "-n", String(id)).stdout;
+  assert.equal(text.match(/^\tthread \d+: tid \d+ affinity\(.*\) tags q\d+:\d+/gm)?.length, n, text);
+}
+
+/** Writes a random MiB at `mib` through the device and checks the backing file (or a read) holds it. */
+function roundTrip(dev: string, mib: number, img?: string): void {
+  sh(`head -c 1M /dev/urandom >${DIR}/chunk`);
+  sh(`dd if=${DIR}/chunk of=${dev} bs=1M seek=${mib} oflag=direct status=none`);
+  sh(`cmp ${DIR}/chunk <(dd if=${dev} bs=1M skip=${mib} count=1 iflag=direct status=none)`);
+  if (img) sh(`cmp ${DIR}/chunk <(dd if=${img} bs=1M skip=${mib} count=1 status=none)`);
+}
+
+test("--nthreads other than the queue count without --per_io_tasks is refused in one line; nothing created", {
+  skip: skipReason,
+}, () => {
+  refusedInOneLine(["-t", "null", "-q", "2", "--nthreads", "4"], /^ublk: --nthreads 4 .*--per_io_tasks/);
+  refusedInOneLine(["-t", "null", "-q", "1", "--nthreads", "2", "--per_io_tasks", "-b"], /^ublk: .*-b/);
+  assert.deepEqual(listedIds(), []);
+});
+
+test("a driver without UBLK_F_PER_IO_DAEMON refuses --per_io_tasks in one line naming it; nothing created", {
+  skip: hasAny(U.UBLK_F_PER_IO_DAEMON),
+}, () => {
+  refusedInOneLine(
+    ["-t", "null", "-q", "1", "--nthreads", "2", "--per_io_tasks"],
+    /^ublk: .*UBLK_F_PER_IO_DAEMON/,
+  );
+  assert.deepEqual(listedIds(), []);
+  assert.ok(!existsSync("/dev/ublkb0") && !existsSync("/dev/ublkc0"), "a node was left");
+});
+
+test("loop 1 queue x 2 threads: fio crc32c verify; what is written reads back and lands in the file", {
+  skip: needs(U.UBLK_F_PER_IO_DAEMON),
+}, () => {
+  const img = freshImage(DIR, "p1.img", "32M");
+  const id = addDevice("-t", "loop", "-q", "1", "-d", "64", "--nthreads", "2", "--per_io_tasks", img);
+  checkThreads(id, 1, 64, 2);
+  const dev = `/dev/ublkb${id}`;
+  fioWriteThenVerify(dev, 2, 3001);
+  roundTrip(dev, 20, img);
+  assert.equal(ublk("del", "-n", String(id)).code, 0);
+});
+
+test("loop 2 queues x 4 threads (tmpfs file): fio crc32c verify; data read back and in the file", {
+  skip: needs(U.UBLK_F_PER_IO_DAEMON),
+}, () => {
+  const img = freshImage(DIR, "p2.img", "32M");
+  const id = addDevice("-t", "loop", "-q", "2", "-d", "32", "--nthreads", "4", "--per_io_tasks", img);
+  checkThreads(id, 2, 32, 4);
+  const dev = `/dev/ublkb${id}`;
+  fioWriteThenVerify(dev, 2, 3002);
+  roundTrip(dev, 24, img);
+  assert.equal(ublk("del", "-n", String(id)).code, 0);
+});
+
+test("ram 8 queues (as many as there are CPUs) x 2 threads: fio crc32c verify and read back; del while fio runs leaves nothing", {
+  skip: needs(U.UBLK_F_PER_IO_DAEMON),
+}, async () => {
+  const id = addDevice(
+    "-t",
+    "ram",
+    "--size",
+    "32M",
+    "-q",
+    "8",
+    "-d",
+    "16",
+    "--nthreads",
+    "2",
+    "--per_io_tasks",
+  );
+  checkThreads(id, 8, 16, 2);
+  const dev = `/dev/ublkb${id}`;
+  fioWriteThenVerify(dev, 2, 3003);
+  roundTrip(dev, 12);
+  const fio = spawn(
+    "fio",
+    [
+      "--name=busy",
+      `--filename=${dev}`,
+      "--rw=randrw",
+      "--bs=4k",
+      "--direct=1",
+      "--ioengine=io_uring",
+      "--iodepth=16",
+      "--numjobs=2",
+      "--thread",
+      "--time_based",
+      "--runtime=120",
+    ],
+    { stdio: "ignore" },
+  );
+  const fioDone = new Promise<void>((r) => fio.on("exit", () => r()));
+  try {
+    const ios = () => {
+      try {
+        const f = readFileSync(`/sys/block/ublkb${id}/stat`, "utf8").trim().split(/\s+/).map(Number);
+        return f[0] + f[4];
+      } catch {
+        return 0;
+      }
+    };
+    const before = ios();
+    assert.ok(await waitFor(() => ios() > before + 200, 60_000), "fio never got IO going");
+    const r = ublk("del", "-n", String(id));
+    assert.equal(r.code, 0, r.stderr);
+    assert.ok(!existsSync(dev) && !listedIds().includes(id), "the device is still there");
+    assert.ok(await waitFor(() => daemonPids().length === 0, 10_000), "the daemon did not exit");
+    const ended = await Promise.race([fioDone.then(() => true), sleep(60_000).then(() => false)]);
+    assert.ok(ended, "fio still running 60 s after its device was deleted");
+  } finally {
+    if (fio.exitCode === null && fio.signalCode === null) fio.kill("SIGKILL");
+  }
+});
+
+test("loop -r 1 -i 1, 2 queues x 3 threads: SIGKILL mid-fio, recover (every pair fetched again): no error, data verifies", {
+  skip: needs(U.UBLK_F_PER_IO_DAEMON),
+}, async () => {
+  const img = freshImage(DIR, "prec.img", "32M");
+  const id = addDevice(
+    "-t",
+    "loop",
+    "-r",
+    "1",
+    "-i",
+    "1",
+    "-q",
+    "2",
+    "-d",
+    "16",
+    "--nthreads",
+    "3",
+    "--per_io_tasks",
+    img,
+  );
+  const dev = `/dev/ublkb${id}`;
+  const job = (extra: string) =>
+    `--name=w --filename=${dev} --rw=randwrite --bs=4k --direct=1 --ioengine=io_uring --iodepth=16 ` +
+    `--size=4M --verify=crc32c --verify_state_save=0 --output-format=json ${extra}`;
+  const fio = spawn("bash", ["-c", `fio ${job("--do_verify=0")}`], { stdio: ["ignore", "pipe", "pipe"] });
+  let out = "";
+  fio.stdout.on("data", (d) => {
+    out += d;
+  });
+  const fioDone = new Promise<number>((r) => fio.on("exit", (c) => r(c ?? -1)));
+  await sleep(2000);
+  process.kill(listed(id).daemon_pid, "SIGKILL");
+  assert.ok(await waitFor(() => listed(id).state === "QUIESCED", 60_000, 500), "not QUIESCED");
+  const rec = ublk("recover", "-n", String(id));
+  assert.equal(rec.code, 0, rec.stderr);
+  assert.match(rec.stdout, /state LIVE/);
+  checkThreads(id, 2, 16, 3);
+  assert.equal(await fioDone, 0, `fio failed: ${out}`);
+  const v = fioRun(job("--verify_only=1"));
+  assert.equal(v.code, 0, v.output);
+  assert.equal(v.jobs[0]?.error, 0, v.output);
+  assert.equal(ublk("del", "-n", String(id)).code, 0);
+});
