@@ -104,7 +104,8 @@ async function runVm(
   const files = vmFilesFor(kernel, split);
   // The driver's feature mask, asked once here rather than by each test file's own `ublk features`.
   const mask = `$(${process.execPath} dist/src/cli/main.js features | sed -n 's/^ublk_drv features: //p')`;
-  const command = `export UBLK_TS_TEST_FEATURES=${mask}; ${process.execPath} --test --test-concurrency=1 --test-reporter=spec ${files}`;
+  const splitEnv = split ? "export UBLK_TS_TEST_SPLIT=1; " : "";
+  const command = `${splitEnv}export UBLK_TS_TEST_FEATURES=${mask}; ${process.execPath} --test --test-concurrency=1 --test-reporter=spec ${files}`;
   if (direct) {
     return new Promise((resolve) => {
       const child = spawn("bash", ["-c", command], { cwd: root, stdio: ["ignore", "pipe", "inherit"] });

@@ -36,6 +36,18 @@ export function needs(...flags: number[]): string | false {
   return `the driver lacks ${featureNames(missing.reduce((a, f) => a | BigInt(f), 0n)).join(", ")}`;
 }
 
+/**
+ * For a test whose subject is above the driver (a target's mapped mode, CLI input checks, the
+ * supervisor): when `npm test` boots both kernels it runs in the `kernel` guest only, to keep the
+ * suite's time down; any other run (one kernel, named files, --every-kernel) runs it everywhere.
+ */
+export function oneGuest(kernel: "6.12" | "7.3"): string | false {
+  if (skipReason) return skipReason;
+  const here = process.env.UBLK_TS_VM_KERNEL;
+  if (process.env.UBLK_TS_TEST_SPLIT !== "1" || !here || here === kernel) return false;
+  return `above the driver: runs in the ${kernel} guest (npm test -- --every-kernel runs it here too)`;
+}
+
 /** The opposite: for tests of the refusal a driver without the feature must give. */
 export function hasAny(...flags: number[]): string | false {
   if (skipReason) return skipReason;

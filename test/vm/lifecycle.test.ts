@@ -9,6 +9,7 @@ import {
   daemonPids,
   deleteAll,
   listedIds,
+  oneGuest,
   sh,
   skipReason,
   ublk,
@@ -189,7 +190,7 @@ function waitForSync(check: () => boolean, ms: number): boolean {
 let baseline: number[] | undefined;
 for (const bad of badInputs) {
   test(`add refuses bad input (${bad.name}) with one 'ublk: ' line and no device`, {
-    skip: skipReason,
+    skip: oneGuest("6.12"),
   }, () => {
     baseline ??= listedIds();
     assertRefused(bad.args(), baseline);

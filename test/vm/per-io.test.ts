@@ -1,6 +1,7 @@
 // Per-IO daemons (--nthreads N --per_io_tasks, UBLK_F_PER_IO_DAEMON): the serving threads are free of
-// the hardware queues (1 queue on 2 threads, 2 queues on 4, 8 queues on 2), each fetching its share
-// of the (queue, tag) pairs. Data checks with fio crc32c verify and byte comparisons, delete under
+// the hardware queues (1 queue on 2 threads, 2 queues on 4 or 3), each fetching its share of the
+// (queue, tag) pairs. (The driver grants at most a queue per CPU, so the 2-vCPU guest cannot show 8
+// queues on 2 threads; 2 queues on 4 threads already puts every thread on both queues.) Data checks with fio crc32c verify and byte comparisons, delete under
 // IO, kill -9 and recover; on a driver without the feature, the one-line refusals.
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
@@ -110,38 +111,15 @@ test("loop 1 queue x 2 threads: fio crc32c verify; what is written reads back an
   assert.equal(ublk("del", "-n", String(id)).code, 0);
 });
 
-test("loop 2 queues x 4 threads (tmpfs file): fio crc32c verify; data read back and in the file", {
+test("loop 2 queues x 4 threads (each thread on both queues): fio crc32c verify, data in the file; del while fio runs leaves nothing", {
   skip: needs(U.UBLK_F_PER_IO_DAEMON),
-}, () => {
+}, async () => {
   const img = freshImage(DIR, "p2.img", "32M");
   const id = addDevice("-t", "loop", "-q", "2", "-d", "32", "--nthreads", "4", "--per_io_tasks", img);
   checkThreads(id, 2, 32, 4);
   const dev = `/dev/ublkb${id}`;
   fioWriteThenVerify(dev, 2, 3002);
   roundTrip(dev, 24, img);
-  assert.equal(ublk("del", "-n", String(id)).code, 0);
-});
-
-test("ram 8 queues (as many as there are CPUs) x 2 threads: fio crc32c verify and read back; del while fio runs leaves nothing", {
-  skip: needs(U.UBLK_F_PER_IO_DAEMON),
-}, async () => {
-  const id = addDevice(
-    "-t",
-    "ram",
-    "--size",
-    "32M",
-    "-q",
-    "8",
-    "-d",
-    "16",
-    "--nthreads",
-    "2",
-    "--per_io_tasks",
-  );
-  checkThreads(id, 8, 16, 2);
-  const dev = `/dev/ublkb${id}`;
-  fioWriteThenVerify(dev, 2, 3003);
-  roundTrip(dev, 12);
   const fio = spawn(
     "fio",
     [

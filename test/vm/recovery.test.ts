@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { after, test } from "node:test";
-import { addDevice, deleteAll, sh, skipReason, sleep, ublk } from "./helpers.js";
+import { addDevice, deleteAll, oneGuest, sh, skipReason, sleep, ublk } from "./helpers.js";
 
 after(() => {
   if (!skipReason) deleteAll();
@@ -31,7 +31,7 @@ const fioArgs = (dev: string, extra: string) =>
 // copies into and out of the file's pages), and must lose nothing either.
 for (const mapped of [false, true]) {
   test(`loop -r 1 -i 1 (${mapped ? "mapped file" : "sparse file"}): SIGKILL mid-fio, recover: fio sees no error and the data verifies`, {
-    skip: skipReason,
+    skip: mapped ? oneGuest("6.12") : skipReason,
   }, async () => {
     sh(mapped ? "head -c 64M /dev/zero >/tmp/rec-img" : "rm -f /tmp/rec-img; truncate -s 64M /tmp/rec-img");
     const id = addDevice("-t", "loop", "-r", "1", "-i", "1", "-q", "2", "/tmp/rec-img");
@@ -86,7 +86,7 @@ test("-r 1 without reissue: new IO works after recovery; a QUIESCED device can b
   assert.equal(sh(`ls /dev/ublkb${id} 2>/dev/null || true`).stdout.trim(), "");
 });
 
-test("recover refuses a device made without -r, with one clear line", { skip: skipReason }, () => {
+test("recover refuses a device made without -r, with one clear line", { skip: oneGuest("6.12") }, () => {
   const id = addDevice("-t", "null", "-q", "1");
   const r = ublk("recover", "-n", String(id));
   assert.notEqual(r.code, 0);
@@ -112,7 +112,7 @@ function parentOf(pid: number): number {
 }
 
 test("--supervise: a SIGKILLed daemon is replaced without a person and the data is intact", {
-  skip: skipReason,
+  skip: oneGuest("6.12"),
 }, async () => {
   sh("truncate -s 32M /tmp/sup-img && dd if=/dev/urandom of=/tmp/sup-src bs=1M count=8 status=none");
   const id = addDevice("-t", "loop", "-r", "1", "-i", "1", "-q", "1", "--supervise", "/tmp/sup-img");

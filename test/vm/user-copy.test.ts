@@ -11,6 +11,7 @@ import {
   fioRun,
   fioWriteThenVerify,
   freshImage,
+  oneGuest,
   sh,
   skipReason,
   sleep,
@@ -79,7 +80,7 @@ for (const queues of ["1", "2"]) {
 }
 
 test("ram -u and loop -u over a mapped file: the queue copies straight from and into their memory", {
-  skip: skipReason,
+  skip: oneGuest("6.12"),
 }, () => {
   const ram = addDevice("-t", "ram", "-u", "--size", "32M", "-q", "2");
   assert.ok(listed(ram).flags & USER_COPY);
