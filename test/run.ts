@@ -39,10 +39,10 @@ const ONE_KERNEL: Readonly<Record<string, KernelId>> = {
   nbd: "6.12",
   many: "6.12",
   "up-down": "6.12",
-  stripe: "7.3",
+  stripe: "6.12",
+  zoned: "6.12",
   "fault-inject": "7.3",
   "custom-target": "7.3",
-  zoned: "7.3",
 };
 
 function vmFilesFor(kernel: KernelId, split: boolean): string {
