@@ -169,9 +169,10 @@ class QueueThread {
 
 /**
  * One thread per hardware queue, pinned where the driver suggests, started and with its target
- * loaded, but not yet touching the device (see startQueues). With UBLK_F_PER_IO_DAEMON, `nthreads`
- * threads instead, each with its share of the (queue, tag) pairs (per-io.ts), placed on the CPUs of
- * the queues it serves.
+ * loaded, but not yet touching the device (see startQueues). With per-IO daemons asked for
+ * (`perIoThreads`), that many threads instead, each with its share of the (queue, tag) pairs
+ * (per-io.ts), placed on the CPUs of the queues it serves. Asked for, not granted: the 7.3 driver
+ * sets UBLK_F_PER_IO_DAEMON on every device, and a plain device keeps one thread per queue.
  */
 async function prepareQueues(
   ctrl: ControlDevice,
@@ -183,7 +184,7 @@ async function prepareQueues(
   autoBufRegFallback = false,
   integrity?: IntegrityLayout,
   shmemTable?: SharedArrayBuffer,
-  nthreads = info.nrHwQueues,
+  perIoThreads?: number,
 ): Promise<void> {
   const driverCpus: number[][] = [];
   for (let qid = 0; qid < info.nrHwQueues; qid++)
@@ -199,8 +200,8 @@ async function prepareQueues(
     shmemTable,
   };
   const state = setup.state;
-  if (info.flags & U.UBLK_F_PER_IO_DAEMON) {
-    for (const share of perIoShares(info.nrHwQueues, info.queueDepth, nthreads)) {
+  if (perIoThreads !== undefined && info.flags & U.UBLK_F_PER_IO_DAEMON) {
+    for (const share of perIoShares(info.nrHwQueues, info.queueDepth, perIoThreads)) {
       const cfgs: QueueConfig[] = share.queues.map(({ qid, tags }) => ({ ...base, qid, tags }));
       const cpus = perIoThreadCpus(share.queues.map(({ qid }) => driverCpus[qid]));
       threads.push(new QueueThread({ cfgs, thread: share.thread, targetUrl, state, cpus }, log));
@@ -224,7 +225,7 @@ function startQueues(threads: QueueThread[], charFd: number): Promise<QueueInfo[
 
 export interface RecoverOptions {
   devId: number;
-  /** With UBLK_F_PER_IO_DAEMON: how many threads serve (default: one per queue). */
+  /** Per-IO daemons (as created with them): how many threads serve; absent: one per queue. */
   threads?: number;
   /** As given to create(). */
   autoBufRegFallback?: boolean;
@@ -434,7 +435,7 @@ export class UblkDevice {
         opts.autoBufRegFallback,
         integrityLayout(integrity),
         shmem?.table,
-        nthreads,
+        perIo ? nthreads : undefined,
       );
       const queueInfos = await startQueues(threads, charFd);
       await ctrl.startDev(devId, process.pid);
@@ -518,7 +519,7 @@ export class UblkDevice {
         opts.autoBufRegFallback,
         integrityLayout(integrity),
         undefined,
-        info.flags & U.UBLK_F_PER_IO_DAEMON ? (opts.threads ?? info.nrHwQueues) : info.nrHwQueues,
+        opts.threads, // saved only for a device made with per-IO daemons
       );
       const deadline = Date.now() + (opts.waitMs ?? 60_000);
       for (;;) {

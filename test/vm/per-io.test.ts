@@ -122,6 +122,18 @@ test("loop 2 queues x 4 threads (each thread on both queues): fio crc32c verify;
   assert.equal(ublk("del", "-n", String(id)).code, 0);
 });
 
+test("loop 2 queues x 1 thread (fewer threads than queues): fio crc32c verify; data read back and in the file", {
+  skip: needs(U.UBLK_F_PER_IO_DAEMON),
+}, () => {
+  const img = freshImage(DIR, "p3.img", "32M");
+  const id = addDevice("-t", "loop", "-q", "2", "-d", "32", "--nthreads", "1", "--per_io_tasks", img);
+  checkThreads(id, 2, 32, 1);
+  const dev = `/dev/ublkb${id}`;
+  fioWriteThenVerify(dev, 2, 3004);
+  roundTrip(dev, 16, img);
+  assert.equal(ublk("del", "-n", String(id)).code, 0);
+});
+
 // Not here: `del` while fio runs on this 2 x 4 device. Once on 7.3 (2026-12-02) it left an io_uring
 // worker blocked in the kernel for good, which would stall the suite; see the notes of that day.
 
