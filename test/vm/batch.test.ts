@@ -9,12 +9,14 @@ import { after, test } from "node:test";
 import * as U from "../../src/uapi/ublk_cmd.js";
 import {
   addDevice,
+  assertAddRefused,
   daemonPids,
   deleteAll,
   fioRun,
   fioWriteThenVerify,
   freshImage,
   hasAny,
+  listedDevice,
   listedIds,
   needs,
   sh,
@@ -33,18 +35,8 @@ after(() => {
   rmSync(DIR, { recursive: true, force: true });
 });
 
-function listed(id: number): { flags: number; state: string; daemon_pid: number } {
-  const r = ublk("list", "-n", String(id), "--json");
-  assert.equal(r.code, 0, r.stderr);
-  return JSON.parse(r.stdout)[0];
-}
-
-function refusedInOneLine(args: string[], pattern: RegExp): void {
-  const r = ublk("add", ...args);
-  assert.notEqual(r.code, 0, `ublk add ${args.join(" ")} was accepted`);
-  assert.match(r.stderr, pattern);
-  assert.equal(r.stderr.trim().split("\n").length, 1, r.stderr);
-}
+const listed = (id: number) => listedDevice<{ flags: number; state: string; daemon_pid: number }>(id);
+const refusedInOneLine = assertAddRefused;
 
 test("-b is refused in one line with -g or -u, and no device is left", { skip: skipReason }, () => {
   for (const other of [["-g"], ["-u"]])

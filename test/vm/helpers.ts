@@ -1,5 +1,6 @@
 // Shared helpers for tests that need the real ublk driver. They run inside the VM harness
 // (npm run test:vm); anywhere without /dev/ublk-control they skip and say why.
+import assert from "node:assert/strict";
 import { type SpawnSyncReturns, spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { fileURLToPath } from "node:url";
@@ -95,6 +96,21 @@ export function listedIds(): number[] {
   const r = ublk("list", "--json");
   if (r.code !== 0) throw new Error(`ublk list failed: ${r.stderr}`);
   return (JSON.parse(r.stdout) as { dev_id: number }[]).map((d) => d.dev_id);
+}
+
+/** The device's entry in `ublk list -n ID --json`. */
+export function listedDevice<T>(id: number): T {
+  const r = ublk("list", "-n", String(id), "--json");
+  if (r.code !== 0) throw new Error(`ublk list -n ${id} failed: ${r.stderr}`);
+  return JSON.parse(r.stdout)[0] as T;
+}
+
+/** `ublk add ARGS` is refused with exactly one stderr line, matching `pattern`. */
+export function assertAddRefused(args: string[], pattern: RegExp): void {
+  const r = ublk("add", ...args);
+  assert.notEqual(r.code, 0, `ublk add ${args.join(" ")} was accepted`);
+  assert.match(r.stderr, pattern);
+  assert.equal(r.stderr.trim().split("\n").length, 1, r.stderr);
 }
 
 /**

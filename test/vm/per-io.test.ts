@@ -10,11 +10,13 @@ import { after, test } from "node:test";
 import * as U from "../../src/uapi/ublk_cmd.js";
 import {
   addDevice,
+  assertAddRefused,
   deleteAll,
   fioRun,
   fioWriteThenVerify,
   freshImage,
   hasAny,
+  listedDevice,
   listedIds,
   needs,
   sh,
@@ -40,18 +42,8 @@ interface Listed {
   queues: { thread?: number; tid: number; serves?: { qid: number; tags: number }[] }[];
 }
 
-function listed(id: number): Listed {
-  const r = ublk("list", "-n", String(id), "--json");
-  assert.equal(r.code, 0, r.stderr);
-  return JSON.parse(r.stdout)[0];
-}
-
-function refusedInOneLine(args: string[], pattern: RegExp): void {
-  const r = ublk("add", ...args);
-  assert.notEqual(r.code, 0, `ublk add ${args.join(" ")} was accepted`);
-  assert.match(r.stderr, pattern);
-  assert.equal(r.stderr.trim().split("\n").length, 1, r.stderr);
-}
+const listed = (id: number) => listedDevice<Listed>(id);
+const refusedInOneLine = assertAddRefused;
 
 /**
  * The device runs with the flag, `n` distinct threads, and they serve every (queue, tag) once. The
