@@ -12,6 +12,7 @@ ROUNDS=${ROUNDS:-3}
 QUEUES=${QUEUES:-1}
 JOBS=${JOBS:-qd1 qd64}
 FIO_CPUS=${FIO_CPUS:-}
+WARM=${WARM:-0} # seconds of unmeasured qd1 IO on each fresh device before the measured jobs
 RESULTS=$(mktemp)
 echo "load: $(cat /proc/loadavg); nproc $(nproc); queues $QUEUES; $RUNTIME s per run"
 
@@ -34,6 +35,8 @@ one() { # NAME[@QUEUES] COMMAND...
     args+=(--name="$j" --rw=randread --bs=4k --iodepth="${j#qd}" --stonewall)
   done
   local json
+  [ "$WARM" -gt 0 ] && fio --name=warm --filename=/dev/ublkb$id --ioengine=io_uring --direct=1 --rw=randread \
+    --bs=4k --iodepth=1 --time_based --runtime="$WARM" --thread >/dev/null 2>&1
   json=$(fio --filename=/dev/ublkb$id --ioengine=io_uring --direct=1 --time_based --runtime="$RUNTIME" \
     --ramp_time=1 --randrepeat=0 --norandommap --thread ${FIO_CPUS:+--cpus_allowed=$FIO_CPUS} \
     --output-format=json "${args[@]}" 2>/dev/null)

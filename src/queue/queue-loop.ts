@@ -77,6 +77,17 @@ const COPY_LINK = process.env.UBLK_TS_COPY_LINK !== "0";
 const ALWAYS_EVENT_LOOP = process.env.UBLK_TS_QUEUE_WAIT === "event";
 /** Benchmark lever (bench/NOTES.md): UBLK_TS_WAIT_TIMEOUT=1 bounds every wait by a timeout again. */
 const TIMEOUT_PER_WAIT = process.env.UBLK_TS_WAIT_TIMEOUT === "1";
+/**
+ * Adaptive polling before sleeping (bench/NOTES.md, "Spinning"): while requests keep arriving within
+ * this long of the previous batch, the blocking loop polls the ring for up to this long instead of
+ * sleeping; a poll that finds nothing turns polling off until a wake-up comes that soon again. Going
+ * to sleep and being woken costs a queue thread far more than the IO itself under qemu TCG.
+ * UBLK_TS_SPIN_US=0 never polls.
+ */
+const SPIN_MS = Math.max(0, Number(process.env.UBLK_TS_SPIN_US ?? 500) || 0) / 1000;
+/** A sleep that ended within this long turns polling on (a sleep lasts longer than a poll would). */
+const SPIN_ENABLE_MS = 5 * SPIN_MS;
+const SPIN_MAX_BACKOFF = 64;
 
 export interface QueueConfig {
   devId: number;
@@ -149,6 +160,11 @@ export class QueueLoop<S = unknown> implements QueueContext<S> {
   private inSyncLoop = false;
   private syncScheduled = false;
   private polling = false;
+  /** The last wait ended soon enough that polling would likely have caught it. */
+  private spinning = false;
+  /** Waits to skip polling after polls that ran out (doubling per miss, up to SPIN_MAX_BACKOFF). */
+  private spinSkip = 0;
+  private spinBackoff = 0;
   private errorsLogged = 0;
   private resolveDone!: () => void;
   /** Resolves once every tag was aborted by the driver (device stopped) or the queue was closed. */
@@ -269,12 +285,20 @@ export class QueueLoop<S = unknown> implements QueueContext<S> {
       for (let batch = 0; batch < BATCHES_PER_YIELD; batch++) {
         if (!TIMEOUT_PER_WAIT && !tick.armed) tick.arm();
         this.batch?.flush();
+        const waitStart = SPIN_MS > 0 ? performance.now() : 0;
         // Batch commits post a CQE each as they are submitted: wait for one more than those.
-        const woke = ring.submitAndWaitFor(
-          TIMEOUT_PER_WAIT ? IDLE_YIELD_NS : 0,
-          0,
-          1 + (this.batch?.cqesOwed ?? 0),
-        );
+        const owed = 1 + (this.batch?.cqesOwed ?? 0);
+        let spun = false;
+        let found = false;
+        if (this.spinning) {
+          if (this.spinSkip > 0) this.spinSkip--;
+          else {
+            spun = true;
+            found = this.spin(waitStart, owed);
+          }
+        }
+        const woke = found || ring.submitAndWaitFor(TIMEOUT_PER_WAIT ? IDLE_YIELD_NS : 0, 0, owed);
+        if (SPIN_MS > 0) this.spinPolicy(spun, found, performance.now() - waitStart);
         this.recycleBuffers();
         if (!woke && ring.ready === 0) break;
         ring.reap(this.onCqe);
@@ -292,6 +316,29 @@ export class QueueLoop<S = unknown> implements QueueContext<S> {
     else if (this.asyncPending > 0) this.enterEventMode();
     else this.scheduleSync();
   };
+
+  private spinPolicy(spun: boolean, found: boolean, waitedMs: number): void {
+    if (spun) {
+      if (found) this.spinBackoff = 0;
+      else {
+        this.spinBackoff = Math.min(SPIN_MAX_BACKOFF, this.spinBackoff * 2 || 1);
+        this.spinSkip = this.spinBackoff;
+      }
+    }
+    this.spinning = waitedMs < SPIN_ENABLE_MS;
+  }
+
+  /**
+   * Submits, then polls the ring until `owed` CQEs are ready or SPIN_MS passed (each enter runs the
+   * task work that posts them); false when it ran out.
+   */
+  private spin(start: number, owed: number): boolean {
+    const ring = this.ring;
+    const until = start + SPIN_MS;
+    do ring.submitAndWaitFor(0, 0, 0);
+    while (ring.ready < owed && performance.now() < until);
+    return ring.ready >= owed;
+  }
 
   /** Hands wake-ups to the event loop (the ring's eventfd) while target Promises are pending. */
   private enterEventMode(): void {
