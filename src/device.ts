@@ -44,6 +44,8 @@ export interface DeviceOptions {
   flags?: number;
   /** With UBLK_F_AUTO_BUF_REG: ask the driver to hand over requests whose buffer it could not register. */
   autoBufRegFallback?: boolean;
+  /** How long a queue thread polls before sleeping while requests keep coming (QueueConfig.pollUs). */
+  pollUs?: number;
   params?: DeviceParamOverrides;
   /** With UBLK_F_SHMEM_ZC: the shared memory to register (--htlb) and how. */
   shmem?: SharedMemoryOptions;
@@ -174,6 +176,14 @@ class QueueThread {
  * (per-io.ts), placed on the CPUs of the queues it serves. Asked for, not granted: the 7.3 driver
  * sets UBLK_F_PER_IO_DAEMON on every device, and a plain device keeps one thread per queue.
  */
+interface QueueSetup {
+  autoBufRegFallback?: boolean;
+  integrity?: IntegrityLayout;
+  shmemTable?: SharedArrayBuffer;
+  perIoThreads?: number;
+  pollUs?: number;
+}
+
 async function prepareQueues(
   ctrl: ControlDevice,
   info: DevInfo,
@@ -181,10 +191,7 @@ async function prepareQueues(
   setup: TargetSetup,
   threads: QueueThread[],
   log: (m: string) => void,
-  autoBufRegFallback = false,
-  integrity?: IntegrityLayout,
-  shmemTable?: SharedArrayBuffer,
-  perIoThreads?: number,
+  { autoBufRegFallback = false, integrity, shmemTable, perIoThreads, pollUs }: QueueSetup,
 ): Promise<void> {
   const driverCpus: number[][] = [];
   for (let qid = 0; qid < info.nrHwQueues; qid++)
@@ -198,6 +205,7 @@ async function prepareQueues(
     autoBufRegFallback,
     integrity,
     shmemTable,
+    pollUs,
   };
   const state = setup.state;
   if (perIoThreads !== undefined && info.flags & U.UBLK_F_PER_IO_DAEMON) {
@@ -229,6 +237,7 @@ export interface RecoverOptions {
   threads?: number;
   /** As given to create(). */
   autoBufRegFallback?: boolean;
+  pollUs?: number;
   target: string;
   targetOptions?: TargetOptions;
   /** How long to retry START_USER_RECOVERY while the driver says EBUSY (default 60 s). */
@@ -425,18 +434,13 @@ export class UblkDevice {
         shmemFile = null; // the registration owns it now
         await shmem.register(fd, opts.shmem.file, opts.shmem.readOnly === true, size);
       }
-      await prepareQueues(
-        ctrl,
-        info,
-        targetUrl,
-        setup,
-        threads,
-        log,
-        opts.autoBufRegFallback,
-        integrityLayout(integrity),
-        shmem?.table,
-        perIo ? nthreads : undefined,
-      );
+      await prepareQueues(ctrl, info, targetUrl, setup, threads, log, {
+        autoBufRegFallback: opts.autoBufRegFallback,
+        integrity: integrityLayout(integrity),
+        shmemTable: shmem?.table,
+        perIoThreads: perIo ? nthreads : undefined,
+        pollUs: opts.pollUs,
+      });
       const queueInfos = await startQueues(threads, charFd);
       await ctrl.startDev(devId, process.pid);
       if (shmem) log(`shared memory socket: ${await shmem.listen()}`);
@@ -509,18 +513,12 @@ export class UblkDevice {
           );
         await target.openIntegrity(setup, integrity);
       }
-      await prepareQueues(
-        ctrl,
-        info,
-        targetUrl,
-        setup,
-        threads,
-        log,
-        opts.autoBufRegFallback,
-        integrityLayout(integrity),
-        undefined,
-        opts.threads, // saved only for a device made with per-IO daemons
-      );
+      await prepareQueues(ctrl, info, targetUrl, setup, threads, log, {
+        autoBufRegFallback: opts.autoBufRegFallback,
+        integrity: integrityLayout(integrity),
+        perIoThreads: opts.threads, // saved only for a device made with per-IO daemons
+        pollUs: opts.pollUs,
+      });
       const deadline = Date.now() + (opts.waitMs ?? 60_000);
       for (;;) {
         try {

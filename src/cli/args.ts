@@ -57,6 +57,8 @@ const VALUE_OPTIONS: Record<string, string> = {
   "--connections": "connections",
   // per-IO daemons (UBLK_F_PER_IO_DAEMON), kublk's spelling
   "--nthreads": "nthreads",
+  // how long a queue thread polls before sleeping while IO keeps coming
+  "--poll_us": "poll_us",
   // integrity (UBLK_F_INTEGRITY)
   "--metadata_size": "metadata_size",
   "--pi_offset": "pi_offset",

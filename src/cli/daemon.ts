@@ -62,6 +62,7 @@ export async function runDaemon(
             target: spec.target,
             targetOptions: spec.targetOptions,
             autoBufRegFallback: spec.autoBufRegFallback,
+            pollUs: spec.pollUs,
             log,
           })
         : await UblkDevice.create({
@@ -75,6 +76,7 @@ export async function runDaemon(
             flags: spec.flags,
             autoBufRegFallback: spec.autoBufRegFallback,
             shmem: spec.shmem,
+            pollUs: spec.pollUs,
             params: spec.params,
             log,
           });

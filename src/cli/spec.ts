@@ -261,6 +261,7 @@ export function specFromArgs(args: ParsedArgs): AddSpec {
     // As the driver does, never more queues than CPUs by default.
     queues,
     ...(nthreads.perIo ? { nthreads: nthreads.count } : {}),
+    ...(options.poll_us === undefined ? {} : { pollUs: intOption(options, "poll_us", 0, 0, 1_000_000) }),
     depth,
     maxIoBufBytes: maxIoBuf,
     flags: ublkFlags,

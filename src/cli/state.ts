@@ -20,6 +20,8 @@ export interface AddSpec {
   /** --per_io_tasks: how many threads serve the queues (UBLK_F_PER_IO_DAEMON is in `flags`). */
   nthreads?: number;
   depth: number;
+  /** --poll_us: a queue thread's poll before sleeping (default: the queue loop's). */
+  pollUs?: number;
   maxIoBufBytes: number;
   flags: number;
   /** --auto_zc_fallback (not a driver flag: how the queues answer UBLK_IO_F_NEED_REG_BUF). */

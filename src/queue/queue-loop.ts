@@ -19,6 +19,7 @@ import {
   IORING_SETUP_SINGLE_ISSUER,
 } from "../uring/constants.js";
 import { Ring } from "../uring/ring.js";
+import { AdaptivePoll } from "./adaptive-poll.js";
 import { BatchCommands, KIND_BATCH } from "./batch-commands.js";
 import { BufferPool, type PooledBuffer } from "./buffer-pool.js";
 import { CmdSqeWriter } from "./cmd-sqe.js";
@@ -77,17 +78,8 @@ const COPY_LINK = process.env.UBLK_TS_COPY_LINK !== "0";
 const ALWAYS_EVENT_LOOP = process.env.UBLK_TS_QUEUE_WAIT === "event";
 /** Benchmark lever (bench/NOTES.md): UBLK_TS_WAIT_TIMEOUT=1 bounds every wait by a timeout again. */
 const TIMEOUT_PER_WAIT = process.env.UBLK_TS_WAIT_TIMEOUT === "1";
-/**
- * Adaptive polling before sleeping (bench/NOTES.md, "Spinning"): while requests keep arriving within
- * this long of the previous batch, the blocking loop polls the ring for up to this long instead of
- * sleeping; a poll that finds nothing turns polling off until a wake-up comes that soon again. Going
- * to sleep and being woken costs a queue thread far more than the IO itself under qemu TCG.
- * UBLK_TS_SPIN_US=0 never polls.
- */
-const SPIN_MS = Math.max(0, Number(process.env.UBLK_TS_SPIN_US ?? 500) || 0) / 1000;
-/** A sleep that ended within this long turns polling on (a sleep lasts longer than a poll would). */
-const SPIN_ENABLE_MS = 5 * SPIN_MS;
-const SPIN_MAX_BACKOFF = 64;
+/** Default for QueueConfig.pollUs; UBLK_TS_POLL_US overrides it (a benchmark lever, bench/NOTES.md). */
+const DEFAULT_POLL_US = Math.max(0, Number(process.env.UBLK_TS_POLL_US ?? 500) || 0);
 
 export interface QueueConfig {
   devId: number;
@@ -115,6 +107,12 @@ export interface QueueConfig {
    * several queues' loops must not block in one of them.
    */
   eventLoop?: boolean;
+  /**
+   * Adaptive polling (--poll_us): while requests keep arriving soon after each batch, the blocking
+   * loop polls the ring for up to this many microseconds before it sleeps; a poll that finds nothing
+   * backs off. 0 never polls. Default 500 (UBLK_TS_POLL_US).
+   */
+  pollUs?: number;
 }
 
 export class QueueLoop<S = unknown> implements QueueContext<S> {
@@ -160,11 +158,8 @@ export class QueueLoop<S = unknown> implements QueueContext<S> {
   private inSyncLoop = false;
   private syncScheduled = false;
   private polling = false;
-  /** The last wait ended soon enough that polling would likely have caught it. */
-  private spinning = false;
-  /** Waits to skip polling after polls that ran out (doubling per miss, up to SPIN_MAX_BACKOFF). */
-  private spinSkip = 0;
-  private spinBackoff = 0;
+  /** Polling before the blocking wait (--poll_us). */
+  private readonly poller: AdaptivePoll;
   private errorsLogged = 0;
   private resolveDone!: () => void;
   /** Resolves once every tag was aborted by the driver (device stopped) or the queue was closed. */
@@ -188,6 +183,7 @@ export class QueueLoop<S = unknown> implements QueueContext<S> {
     this.shared = cfg.shmemTable ? new SharedRegions(cfg.shmemTable) : null;
     this.ownTags = cfg.tags ?? Array.from({ length: cfg.depth }, (_, tag) => tag);
     this.eventOnly = ALWAYS_EVENT_LOOP || cfg.eventLoop === true;
+    this.poller = new AdaptivePoll(cfg.pollUs ?? DEFAULT_POLL_US);
     const served = this.ownTags.length;
     // Room for a command and a target operation per tag (zero copy: a buffer register and
     // unregister too), plus slack for multi-op targets.
@@ -285,20 +281,9 @@ export class QueueLoop<S = unknown> implements QueueContext<S> {
       for (let batch = 0; batch < BATCHES_PER_YIELD; batch++) {
         if (!TIMEOUT_PER_WAIT && !tick.armed) tick.arm();
         this.batch?.flush();
-        const waitStart = SPIN_MS > 0 ? performance.now() : 0;
         // Batch commits post a CQE each as they are submitted: wait for one more than those.
         const owed = 1 + (this.batch?.cqesOwed ?? 0);
-        let spun = false;
-        let found = false;
-        if (this.spinning) {
-          if (this.spinSkip > 0) this.spinSkip--;
-          else {
-            spun = true;
-            found = this.spin(waitStart, owed);
-          }
-        }
-        const woke = found || ring.submitAndWaitFor(TIMEOUT_PER_WAIT ? IDLE_YIELD_NS : 0, 0, owed);
-        if (SPIN_MS > 0) this.spinPolicy(spun, found, performance.now() - waitStart);
+        const woke = this.poller.wait(ring, owed, TIMEOUT_PER_WAIT ? IDLE_YIELD_NS : 0);
         this.recycleBuffers();
         if (!woke && ring.ready === 0) break;
         ring.reap(this.onCqe);
@@ -316,29 +301,6 @@ export class QueueLoop<S = unknown> implements QueueContext<S> {
     else if (this.asyncPending > 0) this.enterEventMode();
     else this.scheduleSync();
   };
-
-  private spinPolicy(spun: boolean, found: boolean, waitedMs: number): void {
-    if (spun) {
-      if (found) this.spinBackoff = 0;
-      else {
-        this.spinBackoff = Math.min(SPIN_MAX_BACKOFF, this.spinBackoff * 2 || 1);
-        this.spinSkip = this.spinBackoff;
-      }
-    }
-    this.spinning = waitedMs < SPIN_ENABLE_MS;
-  }
-
-  /**
-   * Submits, then polls the ring until `owed` CQEs are ready or SPIN_MS passed (each enter runs the
-   * task work that posts them); false when it ran out.
-   */
-  private spin(start: number, owed: number): boolean {
-    const ring = this.ring;
-    const until = start + SPIN_MS;
-    do ring.submitAndWaitFor(0, 0, 0);
-    while (ring.ready < owed && performance.now() < until);
-    return ring.ready >= owed;
-  }
 
   /** Hands wake-ups to the event loop (the ring's eventfd) while target Promises are pending. */
   private enterEventMode(): void {

@@ -5,7 +5,7 @@ usage: ublk <command> [options]
 
   add -t TARGET [-n ID] [-q QUEUES] [-d DEPTH] [--foreground] [--quiet] [-r 0|1] [-i 0|1] [-e 0|1]
       [-g] [-u] [-z] [--auto_zc [--auto_zc_fallback]] [--batch|-b] [--shmem_zc [--htlb FILE]]
-      [--uring_comp 0|1] [--unprivileged] [--nthreads N --per_io_tasks]
+      [--uring_comp 0|1] [--unprivileged] [--nthreads N --per_io_tasks] [--poll_us N]
       [target options] [FILE...]
         TARGET: null, loop, ram, stripe, fault_inject, zoned, nbd, qcow2, or ./my-target.ts (.mts, .js)
         create /dev/ublkbN and leave a daemon serving it; prints the device once it is LIVE
@@ -39,6 +39,8 @@ usage: ublk <command> [options]
            between them (thread t takes pairs t, t+N, ... of the (queue, tag) list, queue major),
            any N up to queues x depth; without --per_io_tasks N must be the queue count;
            not with -b, --shmem_zc or -t nbd
+        --poll_us N: while requests keep coming, a queue thread polls its ring for up to N us
+           before it sleeps (default 500; 0: always sleep); fruitless polls back off
         nbd options:   --host HOST [--port PORT] | --socket PATH, [--export NAME]
                        [--connections N] (one per queue; default 1) [--timeout SECONDS] (default 30:
                        how long IO waits for a lost server while it reconnects); --tls is refused
