@@ -1,6 +1,8 @@
 // Turns parsed `add`/`recover` arguments into an AddSpec, refusing bad input before any device exists.
+
 import { availableParallelism } from "node:os";
 import type { DeviceParamOverrides, DeviceParams } from "../ctrl/params.js";
+import { MAX_POLL_US } from "../queue/adaptive-poll.js";
 import { targetModuleUrl } from "../targets/registry.js";
 import { parseSize } from "../targets/size.js";
 import * as U from "../uapi/ublk_cmd.js";
@@ -261,7 +263,7 @@ export function specFromArgs(args: ParsedArgs): AddSpec {
     // As the driver does, never more queues than CPUs by default.
     queues,
     ...(nthreads.perIo ? { nthreads: nthreads.count } : {}),
-    ...(options.poll_us === undefined ? {} : { pollUs: intOption(options, "poll_us", 0, 0, 1_000_000) }),
+    ...(options.poll_us === undefined ? {} : { pollUs: intOption(options, "poll_us", 0, 0, MAX_POLL_US) }),
     depth,
     maxIoBufBytes: maxIoBuf,
     flags: ublkFlags,

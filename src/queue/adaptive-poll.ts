@@ -8,6 +8,11 @@ import type { Ring } from "../uring/ring.js";
 const ENABLE_FACTOR = 5;
 /** Waits to skip polling after polls that ran out: doubling per miss, up to this. */
 const MAX_BACKOFF = 64;
+/**
+ * The longest poll window. The blocking loop's yield timer completes every 100 ms even on an idle
+ * device; ENABLE_FACTOR windows must stay below that, or its CQE alone would keep an idle thread polling.
+ */
+export const MAX_POLL_US = 10_000;
 
 export type PolledRing = Pick<Ring, "submitAndWaitFor" | "ready">;
 
@@ -21,7 +26,7 @@ export class AdaptivePoll {
   private backoff = 0;
 
   constructor(windowUs: number) {
-    this.windowMs = Math.max(0, windowUs) / 1000;
+    this.windowMs = Math.min(MAX_POLL_US, Math.max(0, windowUs)) / 1000;
   }
 
   /**

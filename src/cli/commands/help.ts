@@ -40,7 +40,7 @@ usage: ublk <command> [options]
            any N up to queues x depth; without --per_io_tasks N must be the queue count;
            not with -b, --shmem_zc or -t nbd
         --poll_us N: while requests keep coming, a queue thread polls its ring for up to N us
-           before it sleeps (default 500; 0: always sleep); fruitless polls back off
+           before it sleeps (default 500, at most 10000; 0: always sleep); fruitless polls back off
         nbd options:   --host HOST [--port PORT] | --socket PATH, [--export NAME]
                        [--connections N] (one per queue; default 1) [--timeout SECONDS] (default 30:
                        how long IO waits for a lost server while it reconnects); --tls is refused
