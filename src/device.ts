@@ -169,13 +169,7 @@ class QueueThread {
   }
 }
 
-/**
- * One thread per hardware queue, pinned where the driver suggests, started and with its target
- * loaded, but not yet touching the device (see startQueues). With per-IO daemons asked for
- * (`perIoThreads`), that many threads instead, each with its share of the (queue, tag) pairs
- * (per-io.ts), placed on the CPUs of the queues it serves. Asked for, not granted: the 7.3 driver
- * sets UBLK_F_PER_IO_DAEMON on every device, and a plain device keeps one thread per queue.
- */
+/** prepareQueues' optional settings, as create() and recover() have them. */
 interface QueueSetup {
   autoBufRegFallback?: boolean;
   integrity?: IntegrityLayout;
@@ -184,6 +178,13 @@ interface QueueSetup {
   pollUs?: number;
 }
 
+/**
+ * One thread per hardware queue, pinned where the driver suggests, started and with its target
+ * loaded, but not yet touching the device (see startQueues). With per-IO daemons asked for
+ * (`perIoThreads`), that many threads instead, each with its share of the (queue, tag) pairs
+ * (per-io.ts), placed on the CPUs of the queues it serves. Asked for, not granted: the 7.3 driver
+ * sets UBLK_F_PER_IO_DAEMON on every device, and a plain device keeps one thread per queue.
+ */
 async function prepareQueues(
   ctrl: ControlDevice,
   info: DevInfo,
