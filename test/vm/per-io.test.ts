@@ -90,41 +90,30 @@ test("a driver without UBLK_F_PER_IO_DAEMON refuses --per_io_tasks in one line n
   assert.ok(!existsSync("/dev/ublkb0") && !existsSync("/dev/ublkc0"), "a node was left");
 });
 
-test("loop 1 queue x 2 threads: fio crc32c verify; what is written reads back and lands in the file", {
-  skip: needs(U.UBLK_F_PER_IO_DAEMON),
-}, () => {
-  const img = freshImage(DIR, "p1.img", "32M");
-  const id = addDevice("-t", "loop", "-q", "1", "-d", "64", "--nthreads", "2", "--per_io_tasks", img);
-  checkThreads(id, 1, 64, 2);
-  const dev = `/dev/ublkb${id}`;
-  fioWriteThenVerify(dev, 2, 3001);
-  roundTrip(dev, 20, img);
-  assert.equal(ublk("del", "-n", String(id)).code, 0);
-});
+// Each shape: fio crc32c verify through the device, then a MiB written at `mib` reads back and lands in
+// the file. 2 x 4 puts every thread on both queues; 2 x 1 has fewer threads than queues.
+const loopShapes = [
+  { queues: 1, depth: 64, threads: 2, seed: 3001, mib: 20, what: "loop 1 queue x 2 threads" },
+  { queues: 2, depth: 32, threads: 4, seed: 3002, mib: 24, what: "loop 2 queues x 4 threads" },
+  { queues: 2, depth: 32, threads: 1, seed: 3004, mib: 16, what: "loop 2 queues x 1 thread" },
+];
 
-test("loop 2 queues x 4 threads (each thread on both queues): fio crc32c verify; data read back and in the file", {
-  skip: needs(U.UBLK_F_PER_IO_DAEMON),
-}, () => {
-  const img = freshImage(DIR, "p2.img", "32M");
-  const id = addDevice("-t", "loop", "-q", "2", "-d", "32", "--nthreads", "4", "--per_io_tasks", img);
-  checkThreads(id, 2, 32, 4);
-  const dev = `/dev/ublkb${id}`;
-  fioWriteThenVerify(dev, 2, 3002);
-  roundTrip(dev, 24, img);
-  assert.equal(ublk("del", "-n", String(id)).code, 0);
-});
-
-test("loop 2 queues x 1 thread (fewer threads than queues): fio crc32c verify; data read back and in the file", {
-  skip: needs(U.UBLK_F_PER_IO_DAEMON),
-}, () => {
-  const img = freshImage(DIR, "p3.img", "32M");
-  const id = addDevice("-t", "loop", "-q", "2", "-d", "32", "--nthreads", "1", "--per_io_tasks", img);
-  checkThreads(id, 2, 32, 1);
-  const dev = `/dev/ublkb${id}`;
-  fioWriteThenVerify(dev, 2, 3004);
-  roundTrip(dev, 16, img);
-  assert.equal(ublk("del", "-n", String(id)).code, 0);
-});
+for (const [i, s] of loopShapes.entries()) {
+  test(`${s.what}: fio crc32c verify; what is written reads back and lands in the file`, {
+    skip: needs(U.UBLK_F_PER_IO_DAEMON),
+  }, () => {
+    const img = freshImage(DIR, `p${i + 1}.img`, "32M");
+    const id = addDevice(
+      ...["-t", "loop", "-q", String(s.queues), "-d", String(s.depth)],
+      ...["--nthreads", String(s.threads), "--per_io_tasks", img],
+    );
+    checkThreads(id, s.queues, s.depth, s.threads);
+    const dev = `/dev/ublkb${id}`;
+    fioWriteThenVerify(dev, 2, s.seed);
+    roundTrip(dev, s.mib, img);
+    assert.equal(ublk("del", "-n", String(id)).code, 0);
+  });
+}
 
 // Not here: `del` while fio runs on this 2 x 4 device. Once on 7.3 (2026-12-02) it left an io_uring
 // worker blocked in the kernel for good, which would stall the suite; see the notes of that day.
