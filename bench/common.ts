@@ -30,6 +30,11 @@ export interface BenchOptions {
   queues?: number[];
   /** Only these ublk-ts variants: "plain" (no flags), or text found in the flags ("per_io_tasks"). */
   variants?: string[];
+  /**
+   * Every repeat brings each device up anew, in turn (device A's 1st run, B's 1st... then A's 2nd):
+   * a slow minute of the host then spreads across the devices compared instead of hitting all runs of one.
+   */
+  interleave?: boolean;
 }
 
 /**
@@ -40,7 +45,7 @@ export const DEFAULT_RUNTIME_SEC = 10;
 
 export const USAGE =
   "usage: npm run bench -- [--kernel=6.12|7.3] [--runtime=SEC] [--repeat=N] [--smoke] [--only=KIND[,KIND]]\n" +
-  "                        [--jobs=ID[,ID]] [--queues=N[,N]] [--peer [NAME=]PATH]...\n" +
+  "                        [--jobs=ID[,ID]] [--queues=N[,N]] [--peer [NAME=]PATH]... [--interleave]\n" +
   "  --kernel=K     the VM's kernel series (default 6.12)\n" +
   `  --runtime=SEC  measured seconds per fio run (default ${DEFAULT_RUNTIME_SEC}, after a 2 s ramp: ~50 min; 5: ~30 min)\n` +
   "  --repeat=N     runs per job, the median is reported (default 3)\n" +
@@ -52,7 +57,9 @@ export const USAGE =
   "  --queues=NS    only these queue counts (default 1,2)\n" +
   "  --variants=VS  only these ublk-ts rows: plain (no flags) or text of their flags (-b, per_io_tasks)\n" +
   "  --peer [NAME=]PATH  also measure another ublk server's CLI (repeatable): ublksrv's `ublk`\n" +
-  "                 or kublk (`add -t null|loop -q N -d D`), in the same boot, with ublk-ts/peer ratios";
+  "                 or kublk (`add -t null|loop -q N -d D`), in the same boot, with ublk-ts/peer ratios\n" +
+  "  --interleave   each repeat brings every device up anew in turn (A, B, C, then A again...), so the\n" +
+  "                 host's slow moments spread over the devices compared (costs a set-up per repeat)";
 
 export class BenchUsageError extends Error {}
 
@@ -77,6 +84,7 @@ export function parseOptions(argv: readonly string[]): BenchOptions {
       o.repeat = posInt(key, val, 99);
       repeatSet = true;
     } else if (key === "--smoke" && eq < 0) o.smoke = true;
+    else if (key === "--interleave" && eq < 0) o.interleave = true;
     else if (key === "--only" && val.split(",").every((k) => BENCH_KINDS.some((b) => b.kind === k)))
       o.only = val.split(",");
     else if (key === "--kernel" && val) o.kernel = val;
@@ -99,7 +107,7 @@ export function parseOptions(argv: readonly string[]): BenchOptions {
     else throw new BenchUsageError(`unknown or malformed argument: ${arg}`);
   }
   if (o.smoke) {
-    if (runtimeSet || repeatSet || o.jobs || o.queues || o.variants)
+    if (runtimeSet || repeatSet || o.jobs || o.queues || o.variants || o.interleave)
       throw new BenchUsageError("--smoke fixes runtime, repeat, jobs, queues and variants; drop them");
     o.runtimeSec = 1;
     o.repeat = 1;
@@ -134,6 +142,7 @@ export function optionsToArgs(o: BenchOptions): string[] {
     ...(o.jobs ? [`--jobs=${o.jobs.join(",")}`] : []),
     ...(o.queues ? [`--queues=${o.queues.join(",")}`] : []),
     ...(o.variants ? [`--variants=${o.variants.join(",")}`] : []),
+    ...(o.interleave ? ["--interleave"] : []),
   ];
 }
 
@@ -304,13 +313,16 @@ const FIXED_SEC = 60;
 
 export function estimateSeconds(o: BenchOptions): number {
   const devices = deviceConfigs(o);
+  // --interleave: a fio start and a device set-up per repeat instead of one per device.
+  const setUps = o.interleave ? o.repeat : 1;
   const perDevice =
-    FIO_START_SEC + jobsFor(o).length * o.repeat * (o.runtimeSec + o.rampSec + RUN_OVERHEAD_SEC);
+    setUps * FIO_START_SEC + jobsFor(o).length * o.repeat * (o.runtimeSec + o.rampSec + RUN_OVERHEAD_SEC);
   return devices.reduce(
     (t, d) =>
       t +
       perDevice +
-      (d.impl === "ublk-ts" ? UBLK_DEVICE_SEC : d.impl === "peer" ? PEER_DEVICE_SEC : KERNEL_DEVICE_SEC),
+      setUps *
+        (d.impl === "ublk-ts" ? UBLK_DEVICE_SEC : d.impl === "peer" ? PEER_DEVICE_SEC : KERNEL_DEVICE_SEC),
     FIXED_SEC,
   );
 }

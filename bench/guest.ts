@@ -40,7 +40,7 @@ import {
   teardownMark,
   WORK_DIR,
 } from "./guest/exec.js";
-import { fioGlobalArgs, measureDevice, planRuns } from "./guest/fio.js";
+import { fioGlobalArgs, measureDevice, type PlannedRun, planRuns } from "./guest/fio.js";
 import { NULL_BLK_SETTINGS } from "./guest/kinds/basic.js";
 import { GUEST_KINDS } from "./guest/kinds/index.js";
 
@@ -54,6 +54,69 @@ function setUp(c: DeviceConfig, prepareErrors: Map<string, string>): Promise<Liv
     return setUpPeer(c, c.peer, kind.peerTarget(c.peer));
   }
   return c.impl === "ublk-ts" ? setUpUblk(c, kind.ublkTarget(c)) : kind.setUpReference(c);
+}
+
+const SET_UP_FAILED = "device set-up failed";
+
+/**
+ * Brings the device up, runs `runs` on it in one fio, adds each run's result to its job's row (or the
+ * row's first error, also to `errors`), and takes the device down again.
+ */
+async function measureConfig(
+  o: BenchOptions,
+  c: DeviceConfig,
+  runs: PlannedRun[],
+  rows: Row[],
+  prepareErrors: Map<string, string>,
+  errors: string[],
+): Promise<void> {
+  const name = `${deviceLabel(c)} ${variantLabel(c)}`;
+  let d: LiveDevice;
+  const mark = teardownMark();
+  try {
+    d = await setUp(c, prepareErrors);
+    say(`${name}: ${d.dev}: ${d.note}`);
+  } catch (e) {
+    const msg = `${name}: set-up failed: ${(e as Error).message}`;
+    say(msg);
+    if (c.impl === "ublk-ts") daemonLogTail();
+    errors.push(msg);
+    for (const row of rows) row.error = SET_UP_FAILED;
+    teardown(mark);
+    return;
+  }
+  let results: Map<string, RunResult | Error>;
+  try {
+    results = await measureDevice(o, runs, d, `${WORK_DIR}/fio`);
+  } catch (e) {
+    results = new Map(runs.map((p) => [p.id, e as Error]));
+  }
+  let failed = false;
+  for (const row of rows) {
+    row.dev = d.dev;
+    row.queueCpus = d.queueCpus;
+    for (const p of runs.filter((x) => x.job.name === row.job)) {
+      const r = results.get(p.id) ?? new Error("no result");
+      if (r instanceof Error) {
+        row.error ??= r.message;
+        const msg = `${name} ${row.job} #${p.rep}: ${r.message.slice(0, 400)}`;
+        say(msg);
+        errors.push(msg);
+        failed = true;
+        continue;
+      }
+      row.runs.push(r);
+      const cpu =
+        r.daemonCpuUs === undefined ? "" : `, daemon ${(r.daemonCpuUs / r.windowIos!).toFixed(1)} µs/IO`;
+      say(
+        `  ${row.job} #${p.rep}: ${fmtK(r.iops)} IOPS, ${(r.bwBytes / 1e6).toFixed(1)} MB/s, ` +
+          `clat mean ${((r.meanNs ?? Number.NaN) / 1000).toFixed(1)} µs p50 ${(r.p50Ns / 1000).toFixed(1)} µs p99 ${(r.p99Ns / 1000).toFixed(1)} µs${cpu}`,
+      );
+    }
+  }
+  if (failed && c.impl === "ublk-ts") daemonLogTail();
+  // This device goes before the next one comes up (the loop file stays for the next loop row).
+  teardown(mark);
 }
 
 const fmtK = (n: number) => (n >= 10_000 ? `${(n / 1000).toFixed(1)}k` : n.toFixed(0));
@@ -131,65 +194,34 @@ async function main(argv: string[]): Promise<number> {
         prepareErrors.set(kind, `${kind}: preparing failed: ${(e as Error).message}`);
       }
     }
-    for (const c of errors.length > 0 ? [] : configs) {
-      const name = `${deviceLabel(c)} ${variantLabel(c)}`;
-      const base = {
-        kind: c.kind,
-        impl: c.impl,
-        device: deviceLabel(c),
-        queues: c.queues,
-        flags: c.flags,
-        ...(c.peer ? { peer: c.peer.name } : {}),
-      };
-      let d: LiveDevice;
-      const mark = teardownMark();
-      try {
-        d = await setUp(c, prepareErrors);
-        say(`${name}: ${d.dev}: ${d.note}`);
-      } catch (e) {
-        const msg = `${name}: set-up failed: ${(e as Error).message}`;
-        say(msg);
-        if (c.impl === "ublk-ts") daemonLogTail();
-        errors.push(msg);
-        for (const job of jobs)
-          rows.push({ ...base, job: job.name, runs: [], error: "device set-up failed" });
-        teardown(mark);
-        continue;
+    // A pass brings every device up once: for all the repeats, or with --interleave one pass per
+    // repeat (pass 0: every repeat).
+    const plan = planRuns(o, jobs);
+    const passes = o.interleave ? Array.from({ length: o.repeat }, (_, i) => i + 1) : [0];
+    const perConfig = (errors.length > 0 ? [] : configs).map((c) =>
+      jobs.map(
+        (job): Row => ({
+          kind: c.kind,
+          impl: c.impl,
+          device: deviceLabel(c),
+          queues: c.queues,
+          flags: c.flags,
+          ...(c.peer ? { peer: c.peer.name } : {}),
+          job: job.name,
+          runs: [],
+        }),
+      ),
+    );
+    for (const pass of errors.length > 0 ? [] : passes) {
+      const runs = plan.filter((p) => pass === 0 || p.rep === pass);
+      for (const [i, c] of configs.entries()) {
+        if (perConfig[i].some((row) => row.error === SET_UP_FAILED)) continue;
+        await measureConfig(o, c, runs, perConfig[i], prepareErrors, errors);
       }
-      const plan = planRuns(o, jobs);
-      let results: Map<string, RunResult | Error>;
-      try {
-        results = await measureDevice(o, plan, d, `${WORK_DIR}/fio`);
-      } catch (e) {
-        results = new Map(plan.map((p) => [p.id, e as Error]));
-      }
-      let failed = false;
-      for (const job of jobs) {
-        const row: Row = { ...base, job: job.name, dev: d.dev, queueCpus: d.queueCpus, runs: [] };
-        rows.push(row);
-        for (const p of plan.filter((x) => x.job === job)) {
-          const r = results.get(p.id) ?? new Error("no result");
-          if (r instanceof Error) {
-            row.error ??= r.message;
-            const msg = `${name} ${job.name} #${p.rep}: ${r.message.slice(0, 400)}`;
-            say(msg);
-            errors.push(msg);
-            failed = true;
-            continue;
-          }
-          row.runs.push(r);
-          const cpu =
-            r.daemonCpuUs === undefined ? "" : `, daemon ${(r.daemonCpuUs / r.windowIos!).toFixed(1)} µs/IO`;
-          say(
-            `  ${job.name} #${p.rep}: ${fmtK(r.iops)} IOPS, ${(r.bwBytes / 1e6).toFixed(1)} MB/s, ` +
-              `clat mean ${((r.meanNs ?? Number.NaN) / 1000).toFixed(1)} µs p50 ${(r.p50Ns / 1000).toFixed(1)} µs p99 ${(r.p99Ns / 1000).toFixed(1)} µs${cpu}`,
-          );
-        }
-        if (!row.error) summarize(row);
-      }
-      if (failed && c.impl === "ublk-ts") daemonLogTail();
-      // This device goes before the next one comes up (the loop file stays for the next loop row).
-      teardown(mark);
+    }
+    for (const jobRows of perConfig) {
+      for (const row of jobRows) if (!row.error) summarize(row);
+      rows.push(...jobRows);
     }
   } finally {
     teardown();

@@ -180,7 +180,9 @@ export function markdown(res: BenchResult): string {
     "## Settings",
     "",
     `- each job: ${o.rampSec} s ramp + ${o.runtimeSec} s measured, ${o.repeat} run(s), median reported`,
-    `- fio: \`${res.settings.fio}\`; all runs on a device go through one fio process, one after the other (stonewall), the repeats interleaved (every job once, then again)`,
+    o.interleave
+      ? `- fio: \`${res.settings.fio}\`; interleaved (--interleave): each repeat brings every device up anew, one after the other, and runs each job once on it in one fio process (stonewall)`
+      : `- fio: \`${res.settings.fio}\`; all runs on a device go through one fio process, one after the other (stonewall), the repeats interleaved (every job once, then again)`,
     `- ublk-ts: \`ublk add -t null --size 1G -q Q -d ${res.settings.queueDepth} [-g]\`, \`ublk add -t loop FILE -q Q -d ${res.settings.queueDepth}\``,
     `- null_blk: ${res.settings.nullBlk}, submit_queues = Q`,
     ...(o.peers ?? []).map(

@@ -5,6 +5,7 @@ import {
   type BenchResult,
   BenchUsageError,
   deviceConfigs,
+  estimateSeconds,
   jobsFor,
   optionsToArgs,
   parseOptions,
@@ -63,6 +64,19 @@ describe("bench --peer", () => {
       "\tmax rq size 524288 daemon pid 412 flags 0x42 state LIVE\n";
     assert.deepEqual(parsePeerAdd(out), { id: 3, pid: 412 });
     assert.equal(parsePeerAdd("nothing"), undefined);
+  });
+});
+
+describe("bench --interleave", () => {
+  it("is passed on to the guest, costs a set-up per repeat, and is no smoke flag", () => {
+    const base = ["--only=null", "--repeat=3", "--runtime=5"];
+    const o = parseOptions([...base, "--interleave"]);
+    assert.equal(o.interleave, true);
+    assert.equal(parseOptions(optionsToArgs(o)).interleave, true);
+    assert.equal(parseOptions(base).interleave, undefined);
+    assert.ok(estimateSeconds(o) > estimateSeconds(parseOptions(base)));
+    assert.throws(() => parseOptions(["--smoke", "--interleave"]), BenchUsageError);
+    assert.throws(() => parseOptions(["--interleave=1"]), BenchUsageError);
   });
 });
 
