@@ -8,6 +8,8 @@ import type { Ring } from "../uring/ring.js";
 const ENABLE_FACTOR = 5;
 /** Waits to skip polling after polls that ran out: doubling per miss, up to this. */
 const MAX_BACKOFF = 64;
+/** Benchmark lever (bench/NOTES.md): fruitless polls in a row before the backoff starts. */
+const MISSES_BEFORE_BACKOFF = Math.max(1, Number(process.env.UBLK_TS_POLL_MISSES ?? 1) || 1);
 /**
  * The longest poll window. The blocking loop's yield timer completes every 100 ms even on an idle
  * device; ENABLE_FACTOR windows must stay below that, or its CQE alone would keep an idle thread polling.
@@ -24,6 +26,10 @@ export class AdaptivePoll {
   /** Waits left without polling, and the current backoff. */
   private skip = 0;
   private backoff = 0;
+  /** Fruitless polls since the last one that found CQEs. */
+  private misses = 0;
+  /** Counters for UBLK_TS_POLL_STATS (bench/NOTES.md): waits, polls, polls that found, sleeps. */
+  readonly stats = { waits: 0, polls: 0, found: 0, sleeps: 0 };
 
   constructor(windowUs: number) {
     this.windowMs = Math.min(MAX_POLL_US, Math.max(0, windowUs)) / 1000;
@@ -34,6 +40,8 @@ export class AdaptivePoll {
    * sleeps (bounded by timeoutNs when > 0). False when the sleep ended without them (timeout, EINTR).
    */
   wait(ring: PolledRing, owed: number, timeoutNs: number): boolean {
+    const stats = this.stats;
+    stats.waits++;
     if (this.windowMs === 0) return ring.submitAndWaitFor(timeoutNs, 0, owed);
     const start = performance.now();
     let polled = false;
@@ -43,8 +51,11 @@ export class AdaptivePoll {
       else {
         polled = true;
         found = this.poll(ring, start + this.windowMs, owed);
+        stats.polls++;
+        if (found) stats.found++;
       }
     }
+    if (!found) stats.sleeps++;
     const woke = found || ring.submitAndWaitFor(timeoutNs, 0, owed);
     this.update(polled, found, performance.now() - start);
     return woke;
@@ -53,8 +64,10 @@ export class AdaptivePoll {
   /** After a wait of `waitedMs`: poll next time if it was short; back off after a fruitless poll. */
   update(polled: boolean, found: boolean, waitedMs: number): void {
     if (polled) {
-      if (found) this.backoff = 0;
-      else {
+      if (found) {
+        this.backoff = 0;
+        this.misses = 0;
+      } else if (++this.misses >= MISSES_BEFORE_BACKOFF) {
         this.backoff = Math.min(MAX_BACKOFF, this.backoff * 2 || 1);
         this.skip = this.backoff;
       }

@@ -60,8 +60,11 @@ const TAG_REGISTERED = 16; // zero copy: the queue registered this request's buf
 
 /** How long the blocking wait sleeps before giving the event loop a turn (messages, timers). */
 const IDLE_YIELD_NS = 100_000_000;
-/** Busy wake-ups served back to back before the event loop gets a turn. */
-const BATCHES_PER_YIELD = 64;
+/**
+ * Busy wake-ups served back to back before the event loop gets a turn. Benchmark lever
+ * (bench/NOTES.md): UBLK_TS_BATCHES_PER_YIELD.
+ */
+const BATCHES_PER_YIELD = Number(process.env.UBLK_TS_BATCHES_PER_YIELD ?? 64) || 64;
 /**
  * Ring setup: completions wait as task work until this thread asks for events (it always does, in
  * its wait or on an eventfd wake-up), so the kernel never interrupts it. DEFER_TASKRUN needs Linux
@@ -78,6 +81,8 @@ const COPY_LINK = process.env.UBLK_TS_COPY_LINK !== "0";
 const ALWAYS_EVENT_LOOP = process.env.UBLK_TS_QUEUE_WAIT === "event";
 /** Benchmark lever (bench/NOTES.md): UBLK_TS_WAIT_TIMEOUT=1 bounds every wait by a timeout again. */
 const TIMEOUT_PER_WAIT = process.env.UBLK_TS_WAIT_TIMEOUT === "1";
+/** Benchmark aid (bench/NOTES.md): UBLK_TS_POLL_STATS=1 logs the poller's counters when the queue ends. */
+const POLL_STATS = process.env.UBLK_TS_POLL_STATS === "1";
 /** Default for QueueConfig.pollUs; UBLK_TS_POLL_US overrides it (a benchmark lever, bench/NOTES.md). */
 const DEFAULT_POLL_US = Math.max(0, Number(process.env.UBLK_TS_POLL_US ?? 500) || 0);
 
@@ -158,6 +163,8 @@ export class QueueLoop<S = unknown> implements QueueContext<S> {
   private inSyncLoop = false;
   private syncScheduled = false;
   private polling = false;
+  /** Turns of the blocking loop (each ends in a yield to the event loop); for UBLK_TS_POLL_STATS. */
+  private syncRuns = 0;
   /** Polling before the blocking wait (--poll_us). */
   private readonly poller: AdaptivePoll;
   private errorsLogged = 0;
@@ -273,6 +280,7 @@ export class QueueLoop<S = unknown> implements QueueContext<S> {
   /** The blocking loop: submit what is ready, sleep in the kernel until the next CQE, serve it. */
   private runSync = (): void => {
     this.syncScheduled = false;
+    this.syncRuns++;
     const ring = this.ring;
     if (ring.isClosed || this.asyncPending > 0 || this.live === 0) return;
     this.inSyncLoop = true;
@@ -636,6 +644,13 @@ export class QueueLoop<S = unknown> implements QueueContext<S> {
 
   /** Releases the ring (the kernel cancels what is still armed), the mapping and the buffers. */
   close(): void {
+    if (POLL_STATS) {
+      const st = this.poller.stats;
+      this.log(
+        `ublk${this.devId} queue ${this.qid}: ${st.waits} waits, ${st.polls} polls (${st.found} found), ` +
+          `${st.sleeps} sleeps, ${this.syncRuns} turns of the blocking loop`,
+      );
+    }
     if (!this.ring.isClosed) {
       this.ring.unpoll();
       this.ring.close();
