@@ -44,6 +44,11 @@ export interface DeviceOptions {
   flags?: number;
   /** With UBLK_F_AUTO_BUF_REG: ask the driver to hand over requests whose buffer it could not register. */
   autoBufRegFallback?: boolean;
+  /**
+   * false: keep the copying data path even where autoZeroCopyFits() would pick automatic buffer
+   * registration (--no_auto_zc). Default true.
+   */
+  autoZeroCopy?: boolean;
   /** How long a queue thread polls before sleeping while requests keep coming (QueueConfig.pollUs). */
   pollUs?: number;
   params?: DeviceParamOverrides;
@@ -264,6 +269,38 @@ export function chooseFlags(wanted: number, features: number): number {
   return wanted | (extra & features);
 }
 
+/** The data-path choices a user makes; with none of them the device may take zero copy by itself. */
+const DATA_PATH_FLAGS =
+  U.UBLK_F_USER_COPY |
+  U.UBLK_F_NEED_GET_DATA |
+  U.UBLK_F_SUPPORT_ZERO_COPY |
+  U.UBLK_F_AUTO_BUF_REG |
+  U.UBLK_F_BATCH_IO |
+  U.UBLK_F_SHMEM_ZC |
+  U.UBLK_F_PER_IO_DAEMON |
+  U.UBLK_F_UNPRIVILEGED_DEV;
+
+/**
+ * Whether a device runs with automatic buffer registration although nobody asked: the driver has it,
+ * the target never touches the requests' bytes (Target.zeroCopy), and the user chose no data path
+ * (copy modes, zero copy, batches, shared memory, per-IO daemons, unprivileged) and no integrity
+ * metadata. Then no byte is copied between the request and the daemon: under TCG on 7.3 that copy
+ * costs more than the rest of a 4k request (bench/NOTES.md, "Zero copy by default").
+ */
+export function autoZeroCopyFits(
+  userFlags: number,
+  target: Pick<Target, "zeroCopy">,
+  features: number,
+  integrity: boolean,
+): boolean {
+  return (
+    target.zeroCopy === true &&
+    !integrity &&
+    (features & U.UBLK_F_AUTO_BUF_REG) !== 0 &&
+    (userFlags & DATA_PATH_FLAGS) === 0
+  );
+}
+
 export class UblkDevice {
   private stopping: Promise<void> | null = null;
   private currentSize: number;
@@ -384,7 +421,13 @@ export class UblkDevice {
     let info: DevInfo;
     let shmemFile: { fd: number; size: number } | null = null;
     try {
-      flags = chooseFlags(flags, await ctrl.getFeatures());
+      const features = await ctrl.getFeatures();
+      flags = chooseFlags(flags, features);
+      if (
+        opts.autoZeroCopy !== false &&
+        autoZeroCopyFits(opts.flags ?? 0, target, features, Boolean(integrity))
+      )
+        flags = (flags | U.UBLK_F_AUTO_BUF_REG) & ~U.UBLK_F_NEED_GET_DATA;
       if (integrity) {
         // The target may change its parameters for it (loop drops discard).
         await target.openIntegrity?.(setup, integrity);

@@ -105,6 +105,7 @@ const FLAGS: Record<string, string> = {
   "--print": "print",
   "--auto_zc": "auto_zc",
   "--auto_zc_fallback": "auto_zc_fallback",
+  "--no_auto_zc": "no_auto_zc",
   "-b": "batch",
   "--batch": "batch",
   "--tls": "tls",

@@ -75,6 +75,7 @@ export async function runDaemon(
             maxIoBufBytes: spec.maxIoBufBytes,
             flags: spec.flags,
             autoBufRegFallback: spec.autoBufRegFallback,
+            autoZeroCopy: spec.autoZeroCopy,
             shmem: spec.shmem,
             pollUs: spec.pollUs,
             params: spec.params,

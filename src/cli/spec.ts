@@ -199,6 +199,8 @@ export function specFromArgs(args: ParsedArgs): AddSpec {
     if (!flags.has("auto_zc")) throw new UsageError("--auto_zc_fallback goes with --auto_zc");
     ublkFlags |= U.UBLK_F_SUPPORT_ZERO_COPY;
   }
+  if (flags.has("no_auto_zc") && zeroCopy)
+    throw new UsageError("--no_auto_zc keeps the copying data path: drop -z/--auto_zc or it");
   if (zeroCopy && (options.user_copy === "1" || options.need_get_data === "1"))
     throw new UsageError("zero copy (-z, --auto_zc) moves no data through the daemon: drop -u and -g");
   // Batched IO commands (UBLK_F_BATCH_IO): the copying data path and zero copy. The driver has no
@@ -268,6 +270,7 @@ export function specFromArgs(args: ParsedArgs): AddSpec {
     maxIoBufBytes: maxIoBuf,
     flags: ublkFlags,
     autoBufRegFallback: flags.has("auto_zc_fallback") || undefined,
+    ...(flags.has("no_auto_zc") ? { autoZeroCopy: false } : {}),
     shmem: shmemZc ? { file: options.htlb, readOnly: flags.has("rdonly_shmem_buf") || undefined } : undefined,
     params,
   };

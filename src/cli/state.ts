@@ -26,6 +26,8 @@ export interface AddSpec {
   flags: number;
   /** --auto_zc_fallback (not a driver flag: how the queues answer UBLK_IO_F_NEED_REG_BUF). */
   autoBufRegFallback?: boolean;
+  /** --no_auto_zc: false keeps the copying path where zero copy would be taken by default. */
+  autoZeroCopy?: boolean;
   /** --shmem_zc's --htlb FILE and --rdonly_shmem_buf (the flag itself is UBLK_F_SHMEM_ZC). */
   shmem?: { file?: string; readOnly?: boolean };
   params: Record<string, unknown>;

@@ -34,7 +34,19 @@ for (const mapped of [false, true]) {
     skip: mapped ? oneGuest("6.12") : skipReason,
   }, async () => {
     sh(mapped ? "head -c 64M /dev/zero >/tmp/rec-img" : "rm -f /tmp/rec-img; truncate -s 64M /tmp/rec-img");
-    const id = addDevice("-t", "loop", "-r", "1", "-i", "1", "-q", "2", "/tmp/rec-img");
+    // --no_auto_zc: the mapped path is the copying one (zero copy would be taken where the driver has it).
+    const id = addDevice(
+      "-t",
+      "loop",
+      "-r",
+      "1",
+      "-i",
+      "1",
+      "-q",
+      "2",
+      ...(mapped ? ["--no_auto_zc"] : []),
+      "/tmp/rec-img",
+    );
     const dev = `/dev/ublkb${id}`;
     assert.ok(info(id).flags & (1 << 3), "USER_RECOVERY was not granted");
     const listed = JSON.parse(ublk("list", "-n", String(id), "--json").stdout)[0];

@@ -10,6 +10,7 @@ import * as U from "../../src/uapi/ublk_cmd.js";
 import {
   addDevice,
   deleteAll,
+  driverFeatures,
   fioRun,
   fioWriteThenVerify,
   freshImage,
@@ -140,4 +141,36 @@ test("loop --auto_zc -r 1 -i 1: SIGKILL mid-fio, recover: fio sees no error and 
   assert.equal(v.code, 0, v.output);
   assert.equal(v.jobs[0]?.error, 0, v.output);
   assert.equal(ublk("del", "-n", String(id)).code, 0);
+});
+
+test("no data-path flag: null and loop take --auto_zc by themselves where the driver has it; -g, -u and --no_auto_zc keep copying; loop data verifies", {
+  skip: skipReason,
+}, () => {
+  const has = (driverFeatures & BigInt(U.UBLK_F_AUTO_BUF_REG)) !== 0n;
+  const img = image("default.img", "32M");
+  const id = addDevice("-t", "loop", "-q", "2", img);
+  assert.equal(
+    (listed(id).flags & U.UBLK_F_AUTO_BUF_REG) !== 0,
+    has,
+    `flags 0x${listed(id).flags.toString(16)}`,
+  );
+  fioWriteThenVerify(`/dev/ublkb${id}`, 2, 4101);
+  assert.equal(ublk("del", "-n", String(id)).code, 0);
+  const nul = addDevice("-t", "null", "--size", "64M", "-q", "1");
+  assert.equal((listed(nul).flags & U.UBLK_F_AUTO_BUF_REG) !== 0, has);
+  assert.equal(ublk("del", "-n", String(nul)).code, 0);
+  for (const args of [["--no_auto_zc"], ["-g", "1"], ["-u"]]) {
+    if (args[0] === "-u" && !(driverFeatures & BigInt(U.UBLK_F_USER_COPY))) continue;
+    const n = addDevice("-t", "null", "--size", "64M", "-q", "1", ...args);
+    const flags = listed(n).flags;
+    assert.equal(
+      flags & (U.UBLK_F_AUTO_BUF_REG | U.UBLK_F_SUPPORT_ZERO_COPY),
+      0,
+      `${args}: 0x${flags.toString(16)}`,
+    );
+    assert.equal(ublk("del", "-n", String(n)).code, 0);
+  }
+  const r = ublk("add", "-t", "null", "--no_auto_zc", "--auto_zc");
+  assert.notEqual(r.code, 0);
+  assert.match(r.stderr.trim(), /^ublk: --no_auto_zc/);
 });
