@@ -15,13 +15,13 @@ const ramLike = { zeroCopy: false };
 
 test("taken where the driver has UBLK_F_AUTO_BUF_REG and the target never touches the bytes", () => {
   assert.equal(autoZeroCopyFits(0, nullLike, LINUX_7_3, false), true);
-  assert.equal(autoZeroCopyFits(U.UBLK_F_USER_RECOVERY, nullLike, LINUX_7_3, false), true);
+  assert.equal(autoZeroCopyFits(U.UBLK_F_NO_AUTO_PART_SCAN, nullLike, LINUX_7_3, false), true);
   assert.equal(autoZeroCopyFits(0, nullLike, LINUX_6_12, false), false);
   assert.equal(autoZeroCopyFits(0, ramLike, LINUX_7_3, false), false);
   assert.equal(autoZeroCopyFits(0, {}, LINUX_7_3, false), false);
 });
 
-test("not taken when the user chose a data path, integrity metadata or an unprivileged device", () => {
+test("not taken when the user chose a data path, recovery, integrity metadata or an unprivileged device", () => {
   for (const chosen of [
     U.UBLK_F_USER_COPY,
     U.UBLK_F_NEED_GET_DATA,
@@ -30,6 +30,7 @@ test("not taken when the user chose a data path, integrity metadata or an unpriv
     U.UBLK_F_SHMEM_ZC,
     U.UBLK_F_PER_IO_DAEMON,
     U.UBLK_F_UNPRIVILEGED_DEV,
+    U.UBLK_F_USER_RECOVERY,
   ])
     assert.equal(autoZeroCopyFits(chosen, nullLike, LINUX_7_3, false), false, U.featureNames(chosen)[0]);
   assert.equal(autoZeroCopyFits(0, nullLike, LINUX_7_3, true), false);

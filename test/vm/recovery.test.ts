@@ -34,7 +34,7 @@ for (const mapped of [false, true]) {
     skip: mapped ? oneGuest("6.12") : skipReason,
   }, async () => {
     sh(mapped ? "head -c 64M /dev/zero >/tmp/rec-img" : "rm -f /tmp/rec-img; truncate -s 64M /tmp/rec-img");
-    // --no_auto_zc: the mapped path is the copying one (zero copy would be taken where the driver has it).
+    // --no_auto_zc: the mapped path is the copying one, whatever add would take by default.
     const id = addDevice(
       "-t",
       "loop",
